@@ -197,9 +197,13 @@ impl GcsBucket {
 impl BufferStore for GcsBucket {
     async fn put_if_absent(&self, path: &str, bytes: Bytes) -> Result<PutOutcome, BufferError> {
         check_path(path)?;
+        // Sending the checksum up front lets the service reject a corrupted upload, and keeps
+        // the request a plain two-part multipart upload that emulators understand.
+        let checksum = crc32c::crc32c(&bytes);
         let result = self
             .client
             .write_object(&self.bucket_resource, self.object_name(path), bytes)
+            .with_known_crc32c(checksum)
             .set_if_generation_match(0_i64)
             .set_content_type("text/plain")
             .send_unbuffered()

@@ -1,0 +1,34 @@
+# revrepl — Spanner change streams to sharded MySQL. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+NEXTEST_PROFILE ?= default
+
+.PHONY: help setup test check fmt fmt-check lint doc
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
+
+setup: ## Install what builds and tests need: MariaDB (apt), fake-gcs-server (.venv), cargo-nextest; check the Spanner emulator
+	@bash tests/scripts/install-mariadb.sh
+	@bash tests/scripts/install-fake-gcs.sh >/dev/null
+	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
+	@bash tests/scripts/check-spanner-emulator.sh
+
+test: setup ## Run every test (unit, contract, integration) with cargo nextest against real services on loopback
+	$(CARGO) nextest run --workspace --profile $(NEXTEST_PROFILE) --no-fail-fast
+
+check: fmt-check lint test ## The pre-push gate: formatting, clippy with -D warnings, all tests
+
+fmt: ## Format all code
+	$(CARGO) fmt --all
+
+fmt-check: ## Fail if any code is not formatted
+	$(CARGO) fmt --all -- --check
+
+lint: ## Clippy on every target, warnings are errors
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+doc: ## Build the API docs, warnings are errors
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
