@@ -69,7 +69,10 @@ async fn put_then_get_round_trips(store: &dyn BufferStore) {
     let path = window_file_path("ls1", 1_704_450_830);
     assert_eq!(store.get(&path).await.expect("get missing"), None);
     let bytes = Bytes::from_static(b"{\"a\":1}\n");
-    let outcome = store.put_if_absent(&path, bytes.clone()).await.expect("put");
+    let outcome = store
+        .put_if_absent(&path, bytes.clone())
+        .await
+        .expect("put");
     assert_eq!(outcome, PutOutcome::Created);
     assert_eq!(store.get(&path).await.expect("get"), Some(bytes));
 }
@@ -77,7 +80,10 @@ async fn put_then_get_round_trips(store: &dyn BufferStore) {
 async fn put_if_absent_keeps_the_first_object(store: &dyn BufferStore) {
     let path = "ls1/object.txt";
     let first = Bytes::from_static(b"first");
-    let outcome = store.put_if_absent(path, first.clone()).await.expect("put 1");
+    let outcome = store
+        .put_if_absent(path, first.clone())
+        .await
+        .expect("put 1");
     assert_eq!(outcome, PutOutcome::Created);
     let second = store
         .put_if_absent(path, Bytes::from_static(b"second"))
@@ -109,7 +115,11 @@ async fn racing_writers_have_exactly_one_winner(store: Arc<dyn BufferStore>) {
         }
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
         let stored = store.get(&path).await.expect("get").expect("object exists");
-        assert_eq!(stored, Bytes::from(winners[0]), "the loser must not overwrite");
+        assert_eq!(
+            stored,
+            Bytes::from(winners[0]),
+            "the loser must not overwrite"
+        );
     }
 }
 
@@ -154,7 +164,10 @@ async fn list_returns_sorted_paths_under_a_prefix(store: &dyn BufferStore) {
     );
     assert!(store.list("nothing/").await.expect("list empty").is_empty());
     for path in &everything {
-        assert!(WindowFileName::parse(path).is_ok(), "listed {path} parses back");
+        assert!(
+            WindowFileName::parse(path).is_ok(),
+            "listed {path} parses back"
+        );
     }
 }
 
@@ -169,7 +182,10 @@ async fn window_files_round_trip(store: &dyn BufferStore) {
     }
     let bytes = encoder.finish();
     let path = window_file_path("ls1", 1_719_247_984);
-    store.put_if_absent(&path, bytes.clone()).await.expect("put");
+    store
+        .put_if_absent(&path, bytes.clone())
+        .await
+        .expect("put");
     let back = store.get(&path).await.expect("get").expect("exists");
     assert_eq!(back, bytes);
     let decoded = decode_window_file(&back).expect("decode");
@@ -182,7 +198,10 @@ async fn invalid_paths_are_refused(store: &dyn BufferStore) {
             .put_if_absent(path, Bytes::new())
             .await
             .expect_err("invalid path");
-        assert!(matches!(err, BufferError::InvalidPath { .. }), "{path:?}: {err}");
+        assert!(
+            matches!(err, BufferError::InvalidPath { .. }),
+            "{path:?}: {err}"
+        );
         assert_eq!(err.class(), ErrorClass::Fatal);
         assert!(store.get(path).await.is_err(), "get {path:?}");
     }
