@@ -121,7 +121,7 @@ fn re_encoding_sorts_and_is_stable() {
         encode(&reversed),
         "same bytes whatever the input order"
     );
-    let mut sorted = records.clone();
+    let mut sorted = records;
     sort_in_commit_order(&mut sorted);
     assert_eq!(decode_window_file(&forward).expect("decodes"), sorted);
 }
