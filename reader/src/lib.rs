@@ -1,4 +1,9 @@
 //! The revrepl reader (DESIGN §3): change-stream partitions to per-shard window files.
 //!
-//! The partition manager, window assembler and `revrepl-reader` binary arrive with the reader
-//! issue; this crate exports nothing yet.
+//! - [`change_stream`]: change-stream records decoded into our own types.
+//! - [`partition`]: which partitions may start, and the low watermark.
+//! - [`assembly`]: per-destination window files, released when the watermark passes them.
+
+pub mod assembly;
+pub mod change_stream;
+pub mod partition;
