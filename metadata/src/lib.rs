@@ -1,4 +1,30 @@
 //! Progress tables shared by the revrepl reader and writer (DESIGN §8).
 //!
-//! The `MetadataStore` trait and its Spanner and SQLite implementations arrive with the
-//! metadata-store issue; this crate exports nothing yet.
+//! The reader records the run, each finalized window that had data (`data_seen`) and how far
+//! it has created windows per shard (`shard_file_create_progress`); the writer waits on those,
+//! and records what it has applied (`shard_file_process_progress`). Table and column names are
+//! the reference's, so operators' queries keep working.
+//!
+//! - [`MetadataStore`]: the trait the reader, the writer and the launcher use.
+//! - [`SpannerMetadataStore`]: the tables in a Spanner database (deployments on several
+//!   machines).
+//! - [`SqliteMetadataStore`]: the same tables in an SQLite file (single-machine runs).
+//! - [`run`], [`progress`], [`tables`]: the rows, the `data_seen` id, and the table names.
+
+pub mod error;
+pub mod progress;
+pub mod run;
+pub mod spanner;
+pub mod sqlite;
+pub mod store;
+pub mod tables;
+
+pub use error::MetadataError;
+pub use progress::{
+    CreateProgress, CreatedWindows, ProcessProgress, ProcessStatus, UnknownStatus, data_seen_id,
+};
+pub use run::{RunId, RunRecord};
+pub use spanner::{SpannerMetadataStore, SpannerOptions};
+pub use sqlite::{SqliteMetadataStore, SqliteOptions};
+pub use store::{MetadataStore, MissingTables};
+pub use tables::TableNames;
