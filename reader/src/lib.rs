@@ -7,6 +7,7 @@
 //! - [`pipeline`]: the running reader — partition tasks, coordinator, durable output.
 //! - [`source`]: the seam to the change stream.
 
+pub mod app;
 pub mod assembly;
 pub mod change_stream;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod partition;
 pub mod pipeline;
 pub mod routing;
 pub mod source;
+pub mod spanner;
 pub mod telemetry;
 
 pub use error::ReaderError;

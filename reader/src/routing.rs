@@ -1,26 +1,15 @@
 //! From a data-change record to window-file lines: drop forward-migrated and (optionally)
 //! system transactions, then give each mod its destination (DESIGN §3.7–3.8).
 
+pub use revrepl_config::Filtration;
 use revrepl_record::{ChangeRecord, Destination, Mod, ModType};
 use revrepl_shard_routing::{RouteRequest, RowLookup, ShardAssigner};
-use serde::Deserialize;
 
 use crate::change_stream::{DataChangeRecord, ModKind};
 use crate::error::ReaderError;
 
 /// Transactions tagged with this prefix were written by the forward migration.
 pub const FORWARD_MIGRATION_TAG_PREFIX: &str = "txBy=";
-
-/// Which records the reader drops before routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Filtration {
-    /// Drop records whose transaction tag starts with `txBy=` (the default).
-    #[default]
-    ForwardMigration,
-    /// Keep everything.
-    None,
-}
 
 /// What the reader keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

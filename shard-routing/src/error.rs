@@ -96,7 +96,10 @@ pub enum RoutingError {
         reason: String,
     },
     /// Single-shard routing was configured with a shards file of several shards.
-    #[error("single-shard routing needs exactly one shard in the shards file, found {count}")]
+    #[error(
+        "single-shard routing needs exactly one shard in the shards file, found {count}; with \
+         several shards, configure a session file with shard-id columns or a router plugin"
+    )]
     SingleShard {
         /// Number of shards in the file.
         count: usize,

@@ -49,7 +49,7 @@ pub use error::RoutingError;
 pub use google_secret_manager::GoogleSecretManager;
 pub use plugin::PluginRouter;
 pub use request::RouteRequest;
-pub use router::{RowNeed, SessionRouter, ShardRouter, SingleShardRouter};
+pub use router::{RowNeed, SessionRouter, ShardRouter, SingleShardRouter, choose_router};
 pub use secret::{
     NoSecretManager, Password, SecretDirectory, SecretEnvironment, SecretStore, SecretVersion,
 };

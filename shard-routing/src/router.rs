@@ -105,3 +105,24 @@ impl ShardRouter for SessionRouter {
         request.shard_id_in(column).map(Destination::Shard)
     }
 }
+
+/// The router a configuration asks for: a plugin when one is given (told about the session
+/// file's tables, if any); otherwise the session file's shard-id columns; otherwise the only
+/// shard of the shards file.
+pub fn choose_router(
+    shards: &ShardsFile,
+    session: Option<Arc<Session>>,
+    plugin: Option<(&std::path::Path, &str)>,
+) -> Result<Box<dyn ShardRouter>, RoutingError> {
+    if let Some((path, params)) = plugin {
+        let router = crate::plugin::PluginRouter::load(path, params)?;
+        return Ok(match session {
+            Some(session) => Box::new(router.with_session(session)),
+            None => Box::new(router),
+        });
+    }
+    match session {
+        Some(session) => Ok(Box::new(SessionRouter::new(session))),
+        None => Ok(Box::new(SingleShardRouter::from_shards_file(shards)?)),
+    }
+}

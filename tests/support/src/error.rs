@@ -106,4 +106,7 @@ pub enum ServiceError {
         /// Its last lines.
         log_tail: String,
     },
+    /// The test workload could not write to Spanner.
+    #[error("spanner workload: {0}")]
+    Workload(String),
 }

@@ -24,6 +24,8 @@ mod process;
 mod rest;
 mod spanner;
 
+pub mod workload;
+
 pub use error::ServiceError;
 pub use gcs::FakeGcs;
 pub use mariadb::{MariaDb, ensure_mariadb_installed};

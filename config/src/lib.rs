@@ -1,0 +1,400 @@
+//! revrepl's configuration (DESIGN §9): one TOML file for the launcher, the reader and the
+//! writer, with every key also settable by environment variable and by flag.
+//!
+//! Precedence, lowest first: defaults, the file, `REVREPL_…` environment variables (sections
+//! joined by `__`: `REVREPL_READER__WINDOW=1m`), then `--set key=value` flags
+//! (`--set reader.window=1m`). Unknown keys are rejected, and every error names the key, where
+//! its value came from, and what is wrong.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use revrepl_record::{Classify, ErrorClass, WindowDuration};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "REVREPL_";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Names the run in every metadata table; reader and writer of one pipeline share it.
+    pub run_id: String,
+    /// The shards file (reference format).
+    pub shards_file: PathBuf,
+    /// The Spanner Migration Tool session file; without it, tables and columns map by name.
+    #[serde(default)]
+    pub session_file: Option<PathBuf>,
+    /// The source database and its change stream.
+    pub spanner: SpannerConfig,
+    /// Where window files go.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    /// Where progress is recorded.
+    #[serde(default)]
+    pub metadata: MetadataConfig,
+    /// How records find their shard.
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    /// The reader.
+    #[serde(default)]
+    pub reader: ReaderConfig,
+}
+
+/// The Spanner database replicated from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpannerConfig {
+    /// `projects/<p>/instances/<i>/databases/<d>`.
+    pub database: String,
+    /// The change stream to read.
+    pub change_stream: String,
+    /// Endpoint override, e.g. `http://127.0.0.1:9010` for the emulator (otherwise
+    /// `SPANNER_EMULATOR_HOST` or Google's endpoint).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Database-admin (DDL) endpoint override: the emulator serves it over REST on its own
+    /// port, e.g. `http://127.0.0.1:9020`.
+    #[serde(default)]
+    pub admin_endpoint: Option<String>,
+}
+
+/// The buffer between reader and writer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// `gs://bucket/prefix`, `file:///path` or a path.
+    #[serde(default = "default_buffer_url")]
+    pub url: String,
+    /// Cloud Storage endpoint override (emulators; anonymous credentials).
+    #[serde(default)]
+    pub gcs_endpoint: Option<String>,
+}
+
+fn default_buffer_url() -> String {
+    "revrepl-buffer".to_string()
+}
+
+impl BufferConfig {
+    /// Opens the buffer: an emulator endpoint uses anonymous credentials.
+    pub async fn open(
+        &self,
+    ) -> Result<std::sync::Arc<dyn revrepl_record::BufferStore>, revrepl_record::BufferError> {
+        let options = revrepl_record::buffer::GcsOptions {
+            endpoint: self.gcs_endpoint.clone(),
+            anonymous: self.gcs_endpoint.is_some(),
+        };
+        revrepl_record::buffer::open(&self.url, options).await
+    }
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        Self {
+            url: default_buffer_url(),
+            gcs_endpoint: None,
+        }
+    }
+}
+
+/// Which metadata store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataKind {
+    /// An SQLite file: reader and writer on one machine.
+    #[default]
+    Sqlite,
+    /// A Spanner database: reader and writers anywhere.
+    Spanner,
+}
+
+/// The metadata store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// `sqlite` (default) or `spanner`.
+    #[serde(default)]
+    pub store: MetadataKind,
+    /// The SQLite file.
+    #[serde(default = "default_metadata_path")]
+    pub path: PathBuf,
+    /// The Spanner metadata database (`projects/<p>/instances/<i>/databases/<d>`).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Spanner endpoint override for the metadata database (defaults to `spanner.endpoint`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Database-admin endpoint override for the metadata database (defaults to
+    /// `spanner.admin_endpoint`).
+    #[serde(default)]
+    pub admin_endpoint: Option<String>,
+    /// Appended to every table name as `_<suffix>`.
+    #[serde(default)]
+    pub table_suffix: Option<String>,
+}
+
+fn default_metadata_path() -> PathBuf {
+    PathBuf::from("revrepl-metadata.db")
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            store: MetadataKind::Sqlite,
+            path: default_metadata_path(),
+            database: None,
+            endpoint: None,
+            admin_endpoint: None,
+            table_suffix: None,
+        }
+    }
+}
+
+/// Shard routing beyond the shards and session files.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// A shard-router plugin (shared library); takes precedence over the session file's shard
+    /// columns.
+    #[serde(default)]
+    pub plugin: Option<PathBuf>,
+    /// The plugin's `init` parameter string.
+    #[serde(default)]
+    pub plugin_params: String,
+}
+
+/// Which records the reader drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Filtration {
+    /// Drop forward-migration writes (transaction tag `txBy=…`).
+    #[default]
+    ForwardMigration,
+    /// Keep every record.
+    None,
+}
+
+/// The reader.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderConfig {
+    /// Window length: `10s`, `1m`, `1h`.
+    #[serde(default)]
+    pub window: WindowDuration,
+    /// Where a regular run starts (RFC 3339); now when absent.
+    #[serde(default)]
+    pub start_timestamp: Option<String>,
+    /// Heartbeat interval asked of Spanner (1 s–300 s).
+    #[serde(default = "default_heartbeat", with = "duration_text")]
+    pub heartbeat: Duration,
+    /// Forward-migration filtering.
+    #[serde(default)]
+    pub filtration: Filtration,
+    /// Keep system transactions (TTL deletes).
+    #[serde(default = "yes")]
+    pub keep_system_transactions: bool,
+    /// A partition this far ahead of the low watermark pauses (bounds memory).
+    #[serde(default = "default_max_ahead", with = "duration_text")]
+    pub max_ahead: Duration,
+    /// A partition query silent this long is re-issued.
+    #[serde(default = "default_stall_timeout", with = "duration_text")]
+    pub stall_timeout: Duration,
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_max_ahead() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ReaderConfig {
+    fn default() -> Self {
+        Self {
+            window: WindowDuration::default(),
+            start_timestamp: None,
+            heartbeat: default_heartbeat(),
+            filtration: Filtration::default(),
+            keep_system_transactions: true,
+            max_ahead: default_max_ahead(),
+            stall_timeout: default_stall_timeout(),
+        }
+    }
+}
+
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like 2s or 5m: {e}"))
+        })
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, a variable or a flag has a bad or unknown key or value.
+    #[error("configuration error: {0}")]
+    Invalid(String),
+    /// A `--set` flag that is not `key=value`.
+    #[error("--set {0:?} is not key=value (for example --set reader.window=1m)")]
+    BadOverride(String),
+    /// The configuration file does not exist.
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+impl Classify for ConfigError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Fatal
+    }
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(error: figment::Error) -> Self {
+        // One line per problem; figment names the key path and the source of each value.
+        let lines: Vec<String> = error.into_iter().map(|e| e.to_string()).collect();
+        Self::Invalid(lines.join("; "))
+    }
+}
+
+impl Config {
+    /// Loads `file` (if given), then `REVREPL_…` variables of the process environment, then
+    /// `overrides` (`key=value` with dotted keys, e.g. `reader.window=1m`).
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::MissingFile(file.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").lowercase(true));
+        for item in overrides {
+            let (key, value) = item
+                .split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .ok_or_else(|| ConfigError::BadOverride(item.clone()))?;
+            let value: figment::value::Value = value
+                .parse()
+                .unwrap_or_else(|_| figment::value::Value::from(value.to_string()));
+            figment = figment.merge(Serialized::default(key.trim(), value));
+        }
+        Ok(figment.extract()?)
+    }
+}
+
+/// Parses a timestamp from configuration text, naming the key on error.
+pub fn parse_timestamp(key: &str, text: &str) -> Result<revrepl_record::Timestamp, ConfigError> {
+    revrepl_record::Timestamp::parse_rfc3339(text)
+        .map_err(|e| ConfigError::Invalid(format!("{key}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    const MINIMAL: &str = r#"
+run_id = "run1"
+shards_file = "shards.json"
+[spanner]
+database = "projects/p/instances/i/databases/d"
+change_stream = "revrepl_stream"
+"#;
+
+    fn load_in(jail: &mut Jail, text: &str, overrides: &[&str]) -> Result<Config, ConfigError> {
+        jail.create_file("revrepl.toml", text)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        Config::load(Some(Path::new("revrepl.toml")), &overrides)
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        Jail::expect_with(|jail| {
+            let config = load_in(jail, MINIMAL, &[]).map_err(|e| e.to_string())?;
+            assert_eq!(config.run_id, "run1");
+            assert_eq!(config.reader.window.to_string(), "10s");
+            assert_eq!(config.reader.heartbeat, Duration::from_secs(2));
+            assert_eq!(config.metadata.store, MetadataKind::Sqlite);
+            assert_eq!(config.buffer.url, "revrepl-buffer");
+            assert!(config.reader.keep_system_transactions);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_then_flags_override_the_file() {
+        Jail::expect_with(|jail| {
+            jail.set_env("REVREPL_READER__WINDOW", "1m");
+            jail.set_env("REVREPL_RUN_ID", "from-env");
+            jail.set_env("REVREPL_METADATA__STORE", "spanner");
+            let config = load_in(jail, MINIMAL, &["run_id=from-flag", "reader.heartbeat=5s"])
+                .map_err(|e| e.to_string())?;
+            assert_eq!(config.reader.window.to_string(), "1m");
+            assert_eq!(config.run_id, "from-flag");
+            assert_eq!(config.reader.heartbeat, Duration::from_secs(5));
+            assert_eq!(config.metadata.store, MetadataKind::Spanner);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        Jail::expect_with(|jail| {
+            let typo = format!("{MINIMAL}\n[reader]\nwindw = \"1m\"\n");
+            let err = load_in(jail, &typo, &[]).expect_err("unknown key");
+            assert!(err.to_string().contains("windw"), "{err}");
+            let bad = format!("{MINIMAL}\n[reader]\nwindow = \"5x\"\n");
+            let err = load_in(jail, &bad, &[]).expect_err("bad value");
+            let text = err.to_string();
+            assert!(text.contains("window") && text.contains("5x"), "{text}");
+            let err = load_in(jail, MINIMAL, &["reader.heartbeat=soon"]).expect_err("bad flag");
+            assert!(err.to_string().contains("heartbeat"), "{err}");
+            let err = load_in(jail, MINIMAL, &["no-equals-sign"]).expect_err("bad override");
+            assert!(matches!(err, ConfigError::BadOverride(_)));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        Jail::expect_with(|jail| {
+            let err = load_in(jail, "run_id = \"r\"\n", &[]).expect_err("missing");
+            assert!(err.to_string().contains("shards_file"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Config::load(Some(Path::new("/nonexistent/revrepl.toml")), &[])
+            .expect_err("missing file");
+        assert!(
+            err.to_string().contains("/nonexistent/revrepl.toml"),
+            "{err}"
+        );
+    }
+}

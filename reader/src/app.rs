@@ -1,0 +1,233 @@
+//! The reader as a program: configuration in, run modes (DESIGN §7), the pipeline out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use revrepl_config::{Config, MetadataKind};
+use revrepl_metadata::{
+    MetadataStore, MissingTables, RunId, RunRecord, SpannerMetadataStore, SpannerOptions,
+    SqliteMetadataStore, SqliteOptions,
+};
+use revrepl_record::{Backoff, ShardId, Timestamp, WindowDuration};
+use revrepl_shard_routing::{Session, ShardAssigner, ShardsFile, choose_router};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ReaderError;
+use crate::pipeline::{PipelineParts, PipelineSettings, PipelineSummary, run_pipeline};
+use crate::routing::RecordFilter;
+use crate::spanner::{
+    SpannerChangeStream, SpannerDatabase, SpannerRowLookup, check_retention, check_stream,
+};
+use crate::telemetry::ReaderMetrics;
+
+/// The reader's run modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaderMode {
+    /// Start a run at `reader.start_timestamp` (or now), aligned to the window grid, and record
+    /// it.
+    Regular,
+    /// Continue a recorded run from the smallest `created_upto` of its shards.
+    Resume,
+}
+
+impl std::str::FromStr for ReaderMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "regular" => Ok(Self::Regular),
+            "resume" => Ok(Self::Resume),
+            other => Err(format!("unknown reader mode {other:?} (regular, resume)")),
+        }
+    }
+}
+
+/// Opens the metadata store the configuration names, creating missing tables.
+pub async fn open_metadata(config: &Config) -> Result<Arc<dyn MetadataStore>, ReaderError> {
+    let metadata = &config.metadata;
+    let store: Arc<dyn MetadataStore> = match metadata.store {
+        MetadataKind::Sqlite => {
+            let mut options = SqliteOptions::default();
+            if let Some(suffix) = &metadata.table_suffix {
+                options = options.with_table_suffix(suffix.clone());
+            }
+            Arc::new(SqliteMetadataStore::open(&metadata.path, options).await?)
+        }
+        MetadataKind::Spanner => {
+            let database = metadata
+                .database
+                .clone()
+                .ok_or_else(|| ReaderError::Config {
+                    key: "metadata.database".into(),
+                    reason: "required when metadata.store = \"spanner\"".into(),
+                })?;
+            let mut options = SpannerOptions::new(database);
+            if let Some(endpoint) = metadata
+                .endpoint
+                .as_ref()
+                .or(config.spanner.endpoint.as_ref())
+            {
+                options = options.with_endpoint(endpoint.clone());
+            }
+            let admin = metadata
+                .admin_endpoint
+                .as_ref()
+                .or(config.spanner.admin_endpoint.as_ref());
+            if let Some(endpoint) = admin {
+                options = options.with_admin_endpoint(endpoint.clone());
+            }
+            if let Some(suffix) = &metadata.table_suffix {
+                options = options.with_table_suffix(suffix.clone());
+            }
+            Arc::new(SpannerMetadataStore::connect(options).await?)
+        }
+    };
+    store.ensure_tables(MissingTables::Create).await?;
+    Ok(store)
+}
+
+/// Runs the reader in `mode` until `until` (if given) or `cancel`.
+pub async fn run(
+    config: &Config,
+    mode: ReaderMode,
+    until: Option<Timestamp>,
+    cancel: CancellationToken,
+) -> Result<PipelineSummary, ReaderError> {
+    let run_id = RunId::new(config.run_id.clone())?;
+    let shards_file = ShardsFile::load(&config.shards_file)?;
+    let shards: Vec<ShardId> = shards_file.shard_ids().cloned().collect();
+    let session = match &config.session_file {
+        Some(path) => Some(Arc::new(Session::load(path)?)),
+        None => None,
+    };
+    let plugin = config
+        .routing
+        .plugin
+        .as_deref()
+        .map(|path| (path, config.routing.plugin_params.as_str()));
+    let router = choose_router(&shards_file, session, plugin)?;
+
+    let database = SpannerDatabase {
+        database: config.spanner.database.clone(),
+        endpoint: config.spanner.endpoint.clone(),
+    };
+    let client = database.connect().await?;
+    let options = check_stream(&client, &database.database, &config.spanner.change_stream).await?;
+    tracing::info!(
+        stream = %config.spanner.change_stream,
+        value_capture_type = %options.value_capture_type,
+        retention = %options.retention_text,
+        "change stream checked"
+    );
+    let metadata = open_metadata(config).await?;
+    let buffer = config.buffer.open().await?;
+
+    let (start, window) = match mode {
+        ReaderMode::Regular => {
+            let window = config.reader.window;
+            let requested = match &config.reader.start_timestamp {
+                Some(text) => Timestamp::parse_rfc3339(text).map_err(|e| ReaderError::Config {
+                    key: "reader.start_timestamp".into(),
+                    reason: e.to_string(),
+                })?,
+                None => now(),
+            };
+            let start = align(window, requested)?;
+            metadata
+                .record_run(&RunRecord::new(run_id.clone(), start, window)?)
+                .await?;
+            metadata.register_shards(&run_id, &shards, start).await?;
+            (start, window)
+        }
+        ReaderMode::Resume => {
+            let run = metadata.require_run(&run_id).await?;
+            metadata
+                .register_shards(&run_id, &shards, run.start())
+                .await?;
+            let start = metadata
+                .min_created_upto(&run_id)
+                .await?
+                .unwrap_or(run.start());
+            (start, run.window())
+        }
+    };
+    check_retention(&config.spanner.change_stream, &options, start, now())?;
+    tracing::info!(run_id = %run_id, ?mode, start = %start, window = %window, "reader starting");
+
+    let source = SpannerChangeStream::new(
+        client.clone(),
+        &database.database,
+        &config.spanner.change_stream,
+        config.reader.heartbeat,
+    )?;
+    let assigner = ShardAssigner::new(router, shards.iter().cloned())
+        .with_row_lookup(SpannerRowLookup::new(client, &database.database));
+    let settings = PipelineSettings {
+        run_id,
+        window,
+        start,
+        until,
+        filter: RecordFilter {
+            filtration: config.reader.filtration,
+            keep_system_transactions: config.reader.keep_system_transactions,
+        },
+        max_ahead: config.reader.max_ahead,
+        stall_timeout: config.reader.stall_timeout,
+        retry: Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+            multiplier: 2,
+            max_attempts: None,
+        },
+        event_capacity: 1024,
+    };
+    let parts = PipelineParts {
+        source: Arc::new(source),
+        assigner: Arc::new(assigner),
+        buffer,
+        metadata,
+        shards,
+        metrics: ReaderMetrics::global(),
+    };
+    run_pipeline(settings, parts, cancel).await
+}
+
+fn now() -> Timestamp {
+    Timestamp::from(chrono::Utc::now())
+}
+
+fn align(window: WindowDuration, ts: Timestamp) -> Result<Timestamp, ReaderError> {
+    window.align_down(ts).map_err(|e| ReaderError::Config {
+        key: "reader.start_timestamp".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Cancels `cancel` on SIGTERM or SIGINT, so the reader stops without recording anything past
+/// durable work.
+pub fn cancel_on_signals(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!("cannot listen for SIGTERM: {error}");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        }
+        cancel.cancel();
+    });
+}

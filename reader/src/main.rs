@@ -1,0 +1,70 @@
+//! `revrepl-reader`: reads a Spanner change stream into per-shard window files.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use revrepl_config::Config;
+use revrepl_reader::app::{ReaderMode, run};
+use revrepl_record::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+/// Reads every partition of a Spanner change stream and writes one file per shard per window.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The configuration file (TOML).
+    #[arg(long, short, env = "REVREPL_CONFIG")]
+    config: PathBuf,
+    /// `regular` starts a run; `resume` continues it from where every shard is complete.
+    #[arg(long, default_value = "regular")]
+    mode: ReaderMode,
+    /// Stop after the window that ends at or after this time (RFC 3339) is recorded.
+    #[arg(long, value_parser = parse_timestamp)]
+    until: Option<Timestamp>,
+    /// Override a configuration key, e.g. `--set reader.window=1m` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(text).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    revrepl_reader::app::init_logging();
+    let config = match Config::load(Some(&args.config), &args.overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        revrepl_reader::app::cancel_on_signals(cancel.clone());
+        match run(&config, args.mode, args.until, cancel).await {
+            Ok(summary) => {
+                tracing::info!(
+                    recorded_up_to = %summary.recorded_up_to,
+                    files_written = summary.files_written,
+                    reached_until = summary.reached_until,
+                    "reader stopped"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!("{error}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,339 @@
+//! The `revrepl-reader` binary against the Spanner emulator with partition churn: the window
+//! files must hold exactly the committed mods — none missing, none duplicated, every file
+//! sorted, every record inside its file's window — across partition changes and across
+//! SIGKILLs followed by `resume`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use revrepl_record::buffer::LocalDirectory;
+use revrepl_record::{
+    BufferStore, Destination, Timestamp, WindowDuration, WindowFileName, decode_window_file,
+    sort_in_commit_order,
+};
+use revrepl_test_services::workload::{
+    CommittedMod, WORKLOAD_DDL, WORKLOAD_SESSION, WORKLOAD_STREAM, Workload,
+};
+use revrepl_test_services::{EmulatorOptions, SpannerEmulator};
+
+const PROJECT: &str = "test-project";
+const INSTANCE: &str = "test-instance";
+const DATABASE: &str = "app";
+const SHARDS: [&str; 3] = ["s1", "s2", "s3"];
+
+struct Setup {
+    emulator: SpannerEmulator,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    start: Timestamp,
+}
+
+fn database_path() -> String {
+    format!("projects/{PROJECT}/instances/{INSTANCE}/databases/{DATABASE}")
+}
+
+async fn setup(churn_seconds: u32) -> Setup {
+    let emulator = SpannerEmulator::start_with(EmulatorOptions {
+        partition_token_alive_seconds: Some(churn_seconds),
+        fault_injection: false,
+    })
+    .expect("start emulator");
+    emulator
+        .create_instance(PROJECT, INSTANCE)
+        .await
+        .expect("instance");
+    emulator
+        .create_database(PROJECT, INSTANCE, DATABASE, &WORKLOAD_DDL)
+        .await
+        .expect("database");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shards: Vec<_> = SHARDS
+        .iter()
+        .map(|s| {
+            serde_json::json!({"logicalShardId": s, "host": "127.0.0.1", "port": "3306",
+                               "user": "root", "password": "", "dbName": "app"})
+        })
+        .collect();
+    std::fs::write(
+        dir.path().join("shards.json"),
+        serde_json::to_vec(&shards).expect("json"),
+    )
+    .expect("shards file");
+    std::fs::write(dir.path().join("session.json"), WORKLOAD_SESSION).expect("session file");
+    // Start on the next whole second after the stream exists (the emulator refuses earlier
+    // starts and accepts starts a little in the future).
+    let now = Timestamp::from(chrono::Utc::now());
+    let window: WindowDuration = "2s".parse().expect("window");
+    let start = window
+        .align_down(Timestamp::new(now.seconds() + 3, 0).expect("start"))
+        .expect("aligned");
+    let config = format!(
+        r#"run_id = "churn"
+shards_file = "{dir}/shards.json"
+session_file = "{dir}/session.json"
+
+[spanner]
+database = "{database}"
+change_stream = "{WORKLOAD_STREAM}"
+endpoint = "{grpc}"
+admin_endpoint = "{rest}"
+
+[buffer]
+url = "{dir}/buffer"
+
+[metadata]
+path = "{dir}/metadata.db"
+
+[reader]
+window = "2s"
+start_timestamp = "{start}"
+heartbeat = "1s"
+stall_timeout = "20s"
+"#,
+        dir = dir.path().display(),
+        database = database_path(),
+        grpc = emulator.grpc_endpoint(),
+        rest = emulator.rest_endpoint(),
+        start = start.to_rfc3339(),
+    );
+    let config_path = dir.path().join("revrepl.toml");
+    std::fs::write(&config_path, config).expect("config");
+    Setup {
+        emulator,
+        dir,
+        config: config_path,
+        start,
+    }
+}
+
+fn spawn_reader(setup: &Setup, mode: &str, until: Timestamp, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_revrepl-reader"))
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["--mode", mode, "--until", &until.to_rfc3339()])
+        .env("RUST_LOG", "info,revrepl_reader=debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn revrepl-reader")
+}
+
+/// Waits for `child` to exit, at most `deadline`; kills it on timeout.
+fn wait_exit(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            panic!("revrepl-reader did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs the workload until `stop_at` (wall clock), returning every committed mod.
+async fn run_workload(setup: &Setup, seed: u64, stop_at: Timestamp) -> Vec<CommittedMod> {
+    let mut workload = Workload::connect(
+        &setup.emulator.grpc_endpoint(),
+        &database_path(),
+        &SHARDS,
+        seed,
+    )
+    .await
+    .expect("workload");
+    while Timestamp::from(chrono::Utc::now()) < stop_at {
+        workload.step().await.expect("workload step");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    workload.committed()
+}
+
+/// Every file of the buffer: checks that each is sorted and only holds records of its window,
+/// and returns the mods found plus the raw bytes by path.
+async fn read_buffer(dir: &Path) -> (Vec<CommittedMod>, BTreeMap<String, Vec<u8>>) {
+    let buffer = LocalDirectory::new(dir.join("buffer"));
+    let mut found = Vec::new();
+    let mut raw = BTreeMap::new();
+    for path in buffer.list("").await.expect("list buffer") {
+        let name = WindowFileName::parse(&path).expect("window file name");
+        let bytes = buffer.get(&path).await.expect("get").expect("exists");
+        let records = decode_window_file(&bytes).expect("decodes");
+        let mut sorted = records.clone();
+        sort_in_commit_order(&mut sorted);
+        assert_eq!(records, sorted, "{path} is sorted");
+        for record in &records {
+            assert!(
+                name.window.contains(record.commit_timestamp),
+                "{path} holds a record committed at {}",
+                record.commit_timestamp
+            );
+            let expected_dir = match &name.destination {
+                Destination::Shard(s) => s.to_string(),
+                Destination::Skip => "skip".to_string(),
+            };
+            assert_eq!(
+                record.shard, expected_dir,
+                "{path}: record of another shard"
+            );
+            let keys: serde_json::Value =
+                serde_json::from_str(&record.the_mod().keys_json).expect("keys json");
+            found.push(CommittedMod {
+                commit: (
+                    record.commit_timestamp.seconds(),
+                    i32::try_from(record.commit_timestamp.nanos()).expect("nanos"),
+                ),
+                table: record.table_name.clone(),
+                keys: keys.to_string(),
+                mod_type: match record.mod_type {
+                    revrepl_record::ModType::Insert => "INSERT",
+                    revrepl_record::ModType::Update => "UPDATE",
+                    revrepl_record::ModType::Delete => "DELETE",
+                },
+                shard: record.shard.clone(),
+            });
+        }
+        raw.insert(path, bytes.to_vec());
+    }
+    found.sort();
+    (found, raw)
+}
+
+/// The files must hold exactly the mods committed in `[start, until)`.
+fn assert_exact(
+    expected: &[CommittedMod],
+    found: &[CommittedMod],
+    start: Timestamp,
+    until: Timestamp,
+) {
+    let in_run = |m: &&CommittedMod| {
+        let at = Timestamp::new(m.commit.0, m.commit.1 as u32).expect("ts");
+        start <= at && at < until
+    };
+    let expected: Vec<CommittedMod> = expected.iter().filter(in_run).cloned().collect();
+    assert!(
+        expected.len() > 100,
+        "the workload wrote {} mods",
+        expected.len()
+    );
+    if expected != found {
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|m| !found.contains(m))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = found
+            .iter()
+            .filter(|m| !expected.contains(m))
+            .take(5)
+            .collect();
+        panic!(
+            "files differ from the committed mods: expected {}, found {}; missing {missing:?}; \
+             unexpected {extra:?}",
+            expected.len(),
+            found.len()
+        );
+    }
+}
+
+fn count_in_log(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+fn end_of(start: Timestamp, seconds: i64) -> Timestamp {
+    let window: WindowDuration = "2s".parse().expect("window");
+    let at = Timestamp::new(start.seconds() + seconds, 0).expect("ts");
+    window.align_down(at).expect("aligned")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churning_partitions_deliver_every_mod_exactly_once() {
+    let setup = setup(2).await;
+    let until = end_of(setup.start, 70);
+    let log = setup.dir.path().join("reader.log");
+    let mut reader = spawn_reader(&setup, "regular", until, &log);
+    let stop_writing = Timestamp::new(setup.start.seconds() + 62, 0).expect("ts");
+    let committed = run_workload(&setup, 7, stop_writing).await;
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut reader, Duration::from_secs(180)))
+            .await
+            .expect("join");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "reader failed: {status}\n{}",
+        tail(&log_text)
+    );
+    let (found, _) = read_buffer(setup.dir.path()).await;
+    assert_exact(&committed, &found, setup.start, until);
+    let changes = count_in_log(&log, "partition announced children");
+    eprintln!("{} mods in files, {changes} partition changes", found.len());
+    assert!(changes >= 20, "only {changes} partition changes seen");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_killed_at_random_and_resumed_writes_the_same_files() {
+    let setup = setup(3).await;
+    let until = end_of(setup.start, 60);
+    let log = setup.dir.path().join("reader.log");
+    let stop_writing = Timestamp::new(setup.start.seconds() + 50, 0).expect("ts");
+    let kills = async {
+        let mut seen: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut mode = "regular";
+        for kill in 0..5 {
+            let mut reader = spawn_reader(&setup, mode, until, &log);
+            let wait = Duration::from_millis(rand::rng().random_range(3_000..8_000));
+            tokio::time::sleep(wait).await;
+            reader.kill().expect("SIGKILL");
+            let _ = reader.wait();
+            let (_, files) = read_buffer(setup.dir.path()).await;
+            for (path, bytes) in files {
+                if let Some(before) = seen.get(&path) {
+                    assert_eq!(before, &bytes, "{path} changed after kill {kill}");
+                }
+                seen.insert(path, bytes);
+            }
+            mode = "resume";
+        }
+        let mut reader = spawn_reader(&setup, "resume", until, &log);
+        let status =
+            tokio::task::spawn_blocking(move || wait_exit(&mut reader, Duration::from_secs(180)))
+                .await
+                .expect("join");
+        (seen, status)
+    };
+    let (committed, (seen, status)) = tokio::join!(run_workload(&setup, 11, stop_writing), kills);
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "reader failed: {status}\n{}",
+        tail(&log_text)
+    );
+    let (found, files) = read_buffer(setup.dir.path()).await;
+    for (path, bytes) in &seen {
+        assert_eq!(
+            files.get(path),
+            Some(bytes),
+            "{path} was rewritten differently"
+        );
+    }
+    assert_exact(&committed, &found, setup.start, until);
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
