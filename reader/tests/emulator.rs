@@ -32,12 +32,20 @@ struct Setup {
 }
 
 fn database_path() -> String {
-    format!("projects/{PROJECT}/instances/{INSTANCE}/databases/{DATABASE}")
+    database_path_of(DATABASE)
+}
+
+fn database_path_of(database: &str) -> String {
+    format!("projects/{PROJECT}/instances/{INSTANCE}/databases/{database}")
 }
 
 async fn setup(churn_seconds: u32) -> Setup {
+    setup_database(churn_seconds, DATABASE, &WORKLOAD_DDL).await
+}
+
+async fn setup_database(churn_seconds: u32, database: &str, ddl: &[&str]) -> Setup {
     let emulator = SpannerEmulator::start_with(EmulatorOptions {
-        partition_token_alive_seconds: Some(churn_seconds),
+        partition_token_alive_seconds: (churn_seconds > 0).then_some(churn_seconds),
         fault_injection: false,
     })
     .expect("start emulator");
@@ -46,7 +54,7 @@ async fn setup(churn_seconds: u32) -> Setup {
         .await
         .expect("instance");
     emulator
-        .create_database(PROJECT, INSTANCE, DATABASE, &WORKLOAD_DDL)
+        .create_database(PROJECT, INSTANCE, database, ddl)
         .await
         .expect("database");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -94,7 +102,7 @@ heartbeat = "1s"
 stall_timeout = "20s"
 "#,
         dir = dir.path().display(),
-        database = database_path(),
+        database = database_path_of(database),
         grpc = emulator.grpc_endpoint(),
         rest = emulator.rest_endpoint(),
         start = start.to_rfc3339(),
@@ -110,6 +118,16 @@ stall_timeout = "20s"
 }
 
 fn spawn_reader(setup: &Setup, mode: &str, until: Timestamp, log: &Path) -> Child {
+    spawn_reader_with(setup, mode, until, log, &[])
+}
+
+fn spawn_reader_with(
+    setup: &Setup,
+    mode: &str,
+    until: Timestamp,
+    log: &Path,
+    overrides: &[String],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -119,6 +137,7 @@ fn spawn_reader(setup: &Setup, mode: &str, until: Timestamp, log: &Path) -> Chil
         .arg("--config")
         .arg(&setup.config)
         .args(["--mode", mode, "--until", &until.to_rfc3339()])
+        .args(overrides.iter().flat_map(|o| ["--set", o.as_str()]))
         .env("RUST_LOG", "info,revrepl_reader=debug")
         .stdout(Stdio::null())
         .stderr(log)
@@ -336,4 +355,85 @@ async fn reader_killed_at_random_and_resumed_writes_the_same_files() {
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+#[tokio::test]
+async fn a_start_older_than_the_retention_is_refused() {
+    let setup = setup(0).await;
+    let log = setup.dir.path().join("reader.log");
+    let two_days_ago = Timestamp::from(chrono::Utc::now() - chrono::Duration::days(2));
+    let overrides = [format!(
+        "reader.start_timestamp={}",
+        two_days_ago.to_rfc3339()
+    )];
+    let mut reader = spawn_reader_with(&setup, "regular", setup.start, &log, &overrides);
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut reader, Duration::from_secs(60)))
+            .await
+            .expect("join");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "a start before the retention must fail");
+    assert!(
+        log_text.contains("keeps data for 1d") && log_text.contains("Start a new run"),
+        "{}",
+        tail(&log_text)
+    );
+}
+
+/// With `NEW_ROW` capture a delete carries only its keys; the shard column is read from the
+/// row as it was just before the delete (a stale read at commit - 1 ns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_without_old_values_are_routed_by_a_stale_read() {
+    let ddl = [
+        WORKLOAD_DDL[0],
+        "CREATE CHANGE STREAM revrepl_stream FOR Users OPTIONS (value_capture_type = 'NEW_ROW')",
+    ];
+    let setup = setup_database(0, "newrow", &ddl).await;
+    let until = end_of(setup.start, 6);
+    let log = setup.dir.path().join("reader.log");
+    let mut reader = spawn_reader(&setup, "regular", until, &log);
+    // Commit after the run's start.
+    while Timestamp::from(chrono::Utc::now()) <= setup.start {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spanner = google_cloud_spanner::client::Spanner::builder()
+        .with_endpoint(setup.emulator.grpc_endpoint())
+        .build()
+        .await
+        .expect("client");
+    let client = spanner
+        .database_client(database_path_of("newrow"))
+        .build()
+        .await
+        .expect("database client");
+    for statement in [
+        "INSERT INTO Users (id, shard, name) VALUES (7, 's2', 'seven')",
+        "DELETE FROM Users WHERE id = 7",
+    ] {
+        client
+            .read_write_transaction()
+            .build()
+            .run(async |transaction| {
+                transaction.execute_update(statement).await?;
+                Ok(())
+            })
+            .await
+            .expect("dml");
+    }
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut reader, Duration::from_secs(60)))
+            .await
+            .expect("join");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "reader failed: {status}\n{}",
+        tail(&log_text)
+    );
+    let (found, _) = read_buffer(setup.dir.path()).await;
+    let kinds: Vec<(&str, &str)> = found
+        .iter()
+        .map(|m| (m.mod_type, m.shard.as_str()))
+        .collect();
+    assert_eq!(kinds, vec![("INSERT", "s2"), ("DELETE", "s2")]);
 }

@@ -260,6 +260,15 @@ impl Harness {
         assigner: Arc<ShardAssigner>,
         until: i64,
     ) -> Result<PipelineSummary, ReaderError> {
+        self.run_with(source, assigner, self.settings(until)).await
+    }
+
+    async fn run_with(
+        &self,
+        source: Arc<ScriptedSource>,
+        assigner: Arc<ShardAssigner>,
+        settings: PipelineSettings,
+    ) -> Result<PipelineSummary, ReaderError> {
         let parts = PipelineParts {
             source,
             assigner,
@@ -268,7 +277,7 @@ impl Harness {
             shards: self.shards.clone(),
             metrics: ReaderMetrics::global(),
         };
-        let run = run_pipeline(self.settings(until), parts, CancellationToken::new());
+        let run = run_pipeline(settings, parts, CancellationToken::new());
         tokio::time::timeout(Duration::from_secs(60), run)
             .await
             .expect("pipeline finished within 60 s")
@@ -572,4 +581,65 @@ async fn rewriting_a_window_after_a_restart_is_byte_identical() {
         .await
         .expect("second run");
     assert_eq!(h.files().await, first);
+}
+
+#[tokio::test]
+async fn a_stalled_partition_is_queried_again_from_its_position() {
+    let h = Harness::new(&["s1"]).await;
+    let source = ScriptedSource::new(vec![
+        (None, vec![children(ts(100, 0), &[("a", &[])])]),
+        // Sends one record, then nothing at all (not even heartbeats).
+        (
+            tok("a"),
+            vec![data(ts(102, 0), "t1", "Users", &[(1, "s1")])],
+        ),
+        (
+            tok("a"),
+            vec![
+                data(ts(102, 0), "t1", "Users", &[(1, "s1")]),
+                heartbeat(ts(111, 0)),
+            ],
+        ),
+    ]);
+    let mut settings = h.settings(110);
+    settings.stall_timeout = Duration::from_millis(300);
+    h.run_with(Arc::clone(&source), h.single_shard(), settings)
+        .await
+        .expect("runs");
+    assert_eq!(source.queries_of("a"), vec![ts(100, 0), ts(102, 0)]);
+    let files = h.files().await;
+    assert_eq!(keys_of(&files[&path("s1", 100)]), [r#"{"id":"1"}"#]);
+}
+
+#[tokio::test]
+async fn a_partition_far_ahead_pauses_without_deadlock_or_loss() {
+    let h = Harness::new(&["s1"]).await;
+    // Partition a races 100 s ahead; b holds the watermark back until it sends its heartbeat.
+    let ahead: Vec<Step> = (0..100)
+        .map(|i| {
+            data(
+                ts(101 + i, 0),
+                &format!("a{i}"),
+                "Users",
+                &[(i as u32, "s1")],
+            )
+        })
+        .collect();
+    let source = ScriptedSource::new(vec![
+        (None, vec![children(ts(100, 0), &[("a", &[]), ("b", &[])])]),
+        (
+            tok("a"),
+            ahead.into_iter().chain([heartbeat(ts(300, 0))]).collect(),
+        ),
+        (tok("b"), vec![heartbeat(ts(105, 0)), heartbeat(ts(300, 0))]),
+    ]);
+    let mut settings = h.settings(290);
+    settings.max_ahead = Duration::from_secs(10);
+    let summary = h
+        .run_with(Arc::clone(&source), h.single_shard(), settings)
+        .await
+        .expect("runs");
+    assert_eq!(summary.recorded_up_to, ts(290, 0));
+    let total: usize = h.files().await.values().map(Vec::len).sum();
+    assert_eq!(total, 100, "every record arrives once the watermark moves");
 }
