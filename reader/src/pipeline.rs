@@ -346,6 +346,7 @@ impl<L: RowLookup> PartitionContext<L> {
             events.send(Ok(event)).await.is_ok()
         };
         'query: loop {
+            tracing::debug!(partition = %short, %position, "querying partition");
             let mut stream = match self.source.query(&token, position).await {
                 Ok(stream) => stream,
                 Err(error) => {
@@ -397,6 +398,15 @@ impl<L: RowLookup> PartitionContext<L> {
                 let keep_going = match record {
                     ChangeStreamRecord::DataChange(data) => {
                         let commit = data.commit_timestamp;
+                        tracing::trace!(
+                            partition = %short,
+                            %commit,
+                            transaction = %data.server_transaction_id,
+                            sequence = %data.record_sequence,
+                            table = %data.table_name,
+                            mods = data.mods.len(),
+                            "data record"
+                        );
                         self.wait_until_near_watermark(commit, &mut watermark, &cancel)
                             .await;
                         self.metrics.records_read(data.mods.len());
@@ -428,6 +438,7 @@ impl<L: RowLookup> PartitionContext<L> {
                         .await
                     }
                     ChangeStreamRecord::ChildPartitions(children) => {
+                        tracing::debug!(partition = %short, start = %children.start_timestamp, "child partitions record");
                         saw_children = true;
                         send(Event::Children {
                             token: token.clone(),

@@ -138,7 +138,10 @@ fn spawn_reader_with(
         .arg(&setup.config)
         .args(["--mode", mode, "--until", &until.to_rfc3339()])
         .args(overrides.iter().flat_map(|o| ["--set", o.as_str()]))
-        .env("RUST_LOG", "info,revrepl_reader=debug")
+        .env(
+            "RUST_LOG",
+            "info,revrepl_reader=debug,revrepl_reader::pipeline=trace",
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -227,12 +230,14 @@ async fn read_buffer(dir: &Path) -> (Vec<CommittedMod>, BTreeMap<String, Vec<u8>
     (found, raw)
 }
 
-/// The files must hold exactly the mods committed in `[start, until)`.
+/// The files must hold exactly the mods committed in `[start, until)`. On a difference, the
+/// reader's log lines about each missing commit say whether it ever received the record.
 fn assert_exact(
     expected: &[CommittedMod],
     found: &[CommittedMod],
     start: Timestamp,
     until: Timestamp,
+    log: &Path,
 ) {
     let in_run = |m: &&CommittedMod| {
         let at = Timestamp::new(m.commit.0, m.commit.1 as u32).expect("ts");
@@ -255,6 +260,19 @@ fn assert_exact(
             .filter(|m| !expected.contains(m))
             .take(5)
             .collect();
+        let log_text = std::fs::read_to_string(log).unwrap_or_default();
+        for m in &missing {
+            let at = Timestamp::new(m.commit.0, m.commit.1 as u32)
+                .expect("ts")
+                .to_rfc3339();
+            let seen: Vec<&str> = log_text.lines().filter(|l| l.contains(&at)).collect();
+            eprintln!("log lines for missing commit {at}:\n{}", seen.join("\n"));
+        }
+        let events: Vec<&str> = log_text
+            .lines()
+            .filter(|l| !l.contains("data record"))
+            .collect();
+        eprintln!("partition events:\n{}", events.join("\n"));
         panic!(
             "files differ from the committed mods: expected {}, found {}; missing {missing:?}; \
              unexpected {extra:?}",
@@ -297,7 +315,7 @@ async fn churning_partitions_deliver_every_mod_exactly_once() {
         tail(&log_text)
     );
     let (found, _) = read_buffer(setup.dir.path()).await;
-    assert_exact(&committed, &found, setup.start, until);
+    assert_exact(&committed, &found, setup.start, until, &log);
     let changes = count_in_log(&log, "partition announced children");
     eprintln!("{} mods in files, {changes} partition changes", found.len());
     assert!(changes >= 20, "only {changes} partition changes seen");
@@ -349,7 +367,7 @@ async fn reader_killed_at_random_and_resumed_writes_the_same_files() {
             "{path} was rewritten differently"
         );
     }
-    assert_exact(&committed, &found, setup.start, until);
+    assert_exact(&committed, &found, setup.start, until, &log);
 }
 
 fn tail(text: &str) -> String {

@@ -57,7 +57,8 @@ async fn single_shard_routes_every_table_there() {
     let error = SingleShardRouter::from_shards_file(&two).expect_err("two shards");
     assert_eq!(
         error.to_string(),
-        "single-shard routing needs exactly one shard in the shards file, found 2"
+        "single-shard routing needs exactly one shard in the shards file, found 2; with several \
+         shards, configure a session file with shard-id columns or a router plugin"
     );
     assert_eq!(error.class(), ErrorClass::Fatal);
 }
