@@ -108,7 +108,9 @@ impl ChangeRecord {
     }
 }
 
-pub(crate) fn compare_sequences(a: &str, b: &str) -> Ordering {
+/// Compares two record sequences: as numbers when both are decimal (the reference pads them
+/// to eight digits, so this matches text order for its files), otherwise as text.
+pub fn compare_sequences(a: &str, b: &str) -> Ordering {
     match (a.parse::<u64>(), b.parse::<u64>()) {
         (Ok(x), Ok(y)) => x.cmp(&y),
         _ => a.cmp(b),

@@ -1,0 +1,574 @@
+//! Applying batches of Spanner transactions to one shard (DESIGN §6.2, §6.3, §6.9).
+//!
+//! A [`ShardApplier`] owns one MySQL connection to its shard, the shard's target schema and a
+//! [`StatementPlanner`]. [`ShardApplier::apply_batch`] applies whole Spanner transactions in
+//! one MySQL transaction together with the checkpoint update:
+//!
+//! 1. `START TRANSACTION`, then read the checkpoint row `FOR UPDATE`;
+//! 2. skip the transactions the checkpoint covers (they were applied before a crash or by an
+//!    earlier attempt whose `COMMIT` reply was lost), plan the rest;
+//! 3. execute the statements, write the checkpoint, `COMMIT`.
+//!
+//! Any error rolls the whole MySQL transaction back, data and checkpoint alike. Calling
+//! `apply_batch` again with the same batch is always safe, which is what retrying a transient
+//! error needs: wrap the call in [`revrepl_record::with_backoff`] (or use
+//! [`ShardApplier::apply_batch_with_retry`]). After a transient error the connection is
+//! dropped and the next call opens a new one.
+//!
+//! Every connection runs with `time_zone = '+00:00'` (for `timestamp` columns, see
+//! [`crate::convert`]), strict SQL mode (no silent truncation), `NO_AUTO_VALUE_ON_ZERO` (a key 0
+//! stays 0) and foreign-key checks on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder};
+use revrepl_record::{Backoff, Classify, ErrorClass, ShardId, Window, with_backoff};
+use revrepl_shard_routing::Shard;
+use tokio::sync::Mutex;
+
+use crate::batch::{CommitPosition, SpannerTransaction};
+use crate::checkpoint::{self, CREATE_CHECKPOINT_TABLE, Checkpoint, CheckpointReadError};
+use crate::convert::SourceTimeZone;
+use crate::error::{WriterError, row_and_column};
+use crate::mapping::SchemaMapping;
+use crate::schema::TargetSchema;
+use crate::statement::{PlannedStatement, StatementKind, StatementLimits, StatementPlanner};
+
+/// Statements run on every new connection.
+const SESSION_SETUP: &[&str] = &[
+    "SET SESSION time_zone = '+00:00'",
+    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES', 'NO_AUTO_VALUE_ON_ZERO')",
+    "SET SESSION foreign_key_checks = 1",
+];
+
+/// Prepared statements kept per connection: a few shapes per table.
+const STATEMENT_CACHE_SIZE: usize = 512;
+
+/// Everything a [`ShardApplier`] needs. `Debug` leaves out the password.
+#[derive(Clone)]
+pub struct ApplierConfig {
+    /// The run whose checkpoint row the applier keeps.
+    pub run_id: String,
+    /// The shard.
+    pub shard: ShardId,
+    /// How to connect; must name the shard's database. TLS goes here (`ssl_opts`).
+    pub connection: Opts,
+    /// Spanner → MySQL names.
+    pub mapping: Arc<SchemaMapping>,
+    /// The time zone of `datetime` values in the shard.
+    pub time_zone: SourceTimeZone,
+    /// Statement size limits.
+    pub limits: StatementLimits,
+}
+
+impl std::fmt::Debug for ApplierConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // mysql_async's `Opts` prints the password in its `Debug`: show only where it goes.
+        f.debug_struct("ApplierConfig")
+            .field("run_id", &self.run_id)
+            .field("shard", &self.shard)
+            .field("host", &self.connection.ip_or_hostname())
+            .field("port", &self.connection.tcp_port())
+            .field("user", &self.connection.user())
+            .field("database", &self.connection.db_name())
+            .field("time_zone", &self.time_zone)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApplierConfig {
+    /// A configuration with the identity mapping, UTC and default limits.
+    pub fn new(run_id: impl Into<String>, shard: ShardId, connection: Opts) -> Self {
+        Self {
+            run_id: run_id.into(),
+            shard,
+            connection,
+            mapping: Arc::new(SchemaMapping::identity()),
+            time_zone: SourceTimeZone::default(),
+            limits: StatementLimits::default(),
+        }
+    }
+}
+
+/// Connection options for a shard of the shards file: host, port, user, password and
+/// database. Add TLS (`ssl_opts`) before converting into [`Opts`] when configured.
+pub fn shard_connection_options(shard: &Shard) -> OptsBuilder {
+    OptsBuilder::default()
+        .ip_or_hostname(shard.config.host.clone())
+        .tcp_port(shard.config.port)
+        .user(Some(shard.config.user.clone()))
+        .pass(Some(shard.password.expose().to_string()))
+        .db_name(Some(shard.config.db_name.clone()))
+}
+
+/// What one call of [`ShardApplier::apply_batch`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApplyOutcome {
+    /// Spanner transactions applied now.
+    pub applied_transactions: usize,
+    /// Spanner transactions skipped because the checkpoint already covered them.
+    pub skipped_transactions: usize,
+    /// Records applied now.
+    pub applied_records: usize,
+    /// Statements executed.
+    pub statements: usize,
+    /// The checkpoint position after the call (`None` if there is none yet).
+    pub position: Option<CommitPosition>,
+}
+
+struct State {
+    link: Link,
+    planner: StatementPlanner,
+}
+
+/// The connection, and whether an operation on it was cut short (its future dropped, e.g. on
+/// shutdown). Such a connection may sit inside an open transaction, and a later `START
+/// TRANSACTION` would commit that half-applied batch; so it is never reused: dropping it
+/// disconnects, and the server rolls back.
+struct Link {
+    conn: Option<Conn>,
+    busy: bool,
+}
+
+impl Link {
+    async fn acquire(&mut self, config: &ApplierConfig) -> Result<&mut Conn, WriterError> {
+        if self.busy {
+            self.conn = None;
+            self.busy = false;
+        }
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => open(config).await?,
+        };
+        self.busy = true;
+        Ok(self.conn.insert(conn))
+    }
+
+    fn release(&mut self) {
+        self.busy = false;
+    }
+
+    fn discard(&mut self) {
+        self.conn = None;
+        self.busy = false;
+    }
+
+    /// Ends an operation: maps its driver result and keeps the connection unless the error
+    /// says it is unusable.
+    fn settle<T>(
+        &mut self,
+        shard: &ShardId,
+        operation: &'static str,
+        result: Result<T, mysql_async::Error>,
+    ) -> Result<T, WriterError> {
+        match result {
+            Ok(value) => {
+                self.release();
+                Ok(value)
+            }
+            Err(e) => {
+                let error = WriterError::database(shard, operation, String::new(), &e);
+                if e.is_fatal() || error.class() == ErrorClass::Transient {
+                    self.discard();
+                } else {
+                    self.release();
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Applies batches of Spanner transactions to one MySQL shard, exactly once.
+///
+/// Methods take `&self` (the connection sits behind an async mutex), so a call can be retried
+/// from a closure: `with_backoff(policy, on_retry, || applier.apply_batch(window, batch))`.
+pub struct ShardApplier {
+    config: ApplierConfig,
+    database: String,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for ShardApplier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardApplier")
+            .field("shard", &self.config.shard)
+            .field("run_id", &self.config.run_id)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardApplier {
+    /// Connects to the shard, creates the checkpoint table if missing and reads the target
+    /// schema. Connection failures are transient; retry with [`with_backoff`].
+    pub async fn connect(config: ApplierConfig) -> Result<Self, WriterError> {
+        let database = config
+            .connection
+            .db_name()
+            .map(str::to_string)
+            .ok_or_else(|| WriterError::Configuration {
+                shard: config.shard.clone(),
+                reason: "the connection options name no database".into(),
+            })?;
+        let mut conn = open(&config).await?;
+        let shard = &config.shard;
+        conn.query_drop(CREATE_CHECKPOINT_TABLE)
+            .await
+            .map_err(|e| {
+                WriterError::database(shard, "creating the checkpoint table", String::new(), &e)
+            })?;
+        let schema = TargetSchema::load(&mut conn, &database)
+            .await
+            .map_err(|e| {
+                WriterError::database(shard, "reading information_schema", String::new(), &e)
+            })?;
+        let planner = StatementPlanner::new(
+            config.shard.clone(),
+            Arc::new(schema),
+            Arc::clone(&config.mapping),
+            config.time_zone,
+            config.limits,
+        );
+        Ok(Self {
+            config,
+            database,
+            state: Mutex::new(State {
+                link: Link {
+                    conn: Some(conn),
+                    busy: false,
+                },
+                planner,
+            }),
+        })
+    }
+
+    /// The shard.
+    pub fn shard(&self) -> &ShardId {
+        &self.config.shard
+    }
+
+    /// The run whose checkpoint the applier keeps.
+    pub fn run_id(&self) -> &str {
+        &self.config.run_id
+    }
+
+    /// The target schema in use.
+    pub async fn schema(&self) -> Arc<TargetSchema> {
+        Arc::clone(self.state.lock().await.planner.schema())
+    }
+
+    /// Reads the target schema again (after a schema change in the shard).
+    pub async fn reload_schema(&self) -> Result<(), WriterError> {
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        let conn = state.link.acquire(&self.config).await?;
+        let loaded = TargetSchema::load(conn, &self.database).await;
+        let schema = state
+            .link
+            .settle(&self.config.shard, "reading information_schema", loaded)?;
+        state.planner = StatementPlanner::new(
+            self.config.shard.clone(),
+            Arc::new(schema),
+            Arc::clone(&self.config.mapping),
+            self.config.time_zone,
+            self.config.limits,
+        );
+        Ok(())
+    }
+
+    /// The shard's checkpoint for this run, if any batch was applied.
+    pub async fn read_checkpoint(&self) -> Result<Option<Checkpoint>, WriterError> {
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        let conn = state.link.acquire(&self.config).await?;
+        let read = checkpoint::read(conn, &self.config.run_id, &self.config.shard, false).await;
+        match read {
+            Ok(checkpoint) => {
+                state.link.release();
+                Ok(checkpoint)
+            }
+            Err(CheckpointReadError::Database(e)) => {
+                state
+                    .link
+                    .settle(&self.config.shard, "reading the checkpoint", Err(e))
+            }
+            Err(CheckpointReadError::Invalid(reason)) => {
+                state.link.release();
+                Err(WriterError::Checkpoint {
+                    shard: self.config.shard.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Sets the checkpoint to "nothing of `window` applied yet", so that the window and
+    /// everything after it are applied again (`reprocess`). Counts are kept.
+    pub async fn rewind_checkpoint(&self, window: Window) -> Result<(), WriterError> {
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        let conn = state.link.acquire(&self.config).await?;
+        let written = checkpoint::write(
+            conn,
+            &self.config.run_id,
+            &self.config.shard,
+            window,
+            None,
+            0,
+            0,
+        )
+        .await;
+        state
+            .link
+            .settle(&self.config.shard, "rewinding the checkpoint", written)
+    }
+
+    /// Applies `transactions` — whole Spanner transactions of this shard, in commit order, all
+    /// in `window` — in one MySQL transaction with the checkpoint update, skipping those the
+    /// checkpoint covers. On error nothing of the batch is applied.
+    pub async fn apply_batch(
+        &self,
+        window: Window,
+        transactions: &[SpannerTransaction],
+    ) -> Result<ApplyOutcome, WriterError> {
+        self.validate(window, transactions)?;
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        let conn = state.link.acquire(&self.config).await?;
+        let result = self
+            .apply_in_transaction(conn, &mut state.planner, window, transactions)
+            .await;
+        // Roll back on a healthy connection; drop a broken one (the server rolls back).
+        let healthy = match &result {
+            Ok(_) => true,
+            Err(error) => {
+                error.class() != ErrorClass::Transient && conn.query_drop("ROLLBACK").await.is_ok()
+            }
+        };
+        if healthy {
+            state.link.release();
+        } else {
+            state.link.discard();
+        }
+        result
+    }
+
+    /// [`ShardApplier::apply_batch`] retried through [`with_backoff`] while the error is
+    /// transient; `on_retry` sees each transient error and the delay (for logs and the retry
+    /// metric).
+    pub async fn apply_batch_with_retry(
+        &self,
+        window: Window,
+        transactions: &[SpannerTransaction],
+        policy: Backoff,
+        on_retry: impl FnMut(&WriterError, Duration),
+    ) -> Result<ApplyOutcome, WriterError> {
+        with_backoff(policy, on_retry, || self.apply_batch(window, transactions)).await
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(self) {
+        let state = self.state.into_inner();
+        if let (Some(conn), false) = (state.link.conn, state.link.busy) {
+            let _ = conn.disconnect().await;
+        }
+    }
+
+    fn validate(
+        &self,
+        window: Window,
+        transactions: &[SpannerTransaction],
+    ) -> Result<(), WriterError> {
+        let invalid = |reason: String| WriterError::InvalidBatch {
+            shard: self.config.shard.clone(),
+            reason,
+        };
+        let mut previous: Option<CommitPosition> = None;
+        for transaction in transactions {
+            let position = transaction.last_position();
+            if !window.contains(transaction.commit_timestamp()) {
+                return Err(invalid(format!(
+                    "transaction at {position} is outside window {window}"
+                )));
+            }
+            if let Some(other) = transaction
+                .records()
+                .iter()
+                .find(|r| r.shard != self.config.shard.as_str())
+            {
+                return Err(invalid(format!(
+                    "transaction at {position} has a record of shard {:?}",
+                    other.shard
+                )));
+            }
+            if previous
+                .as_ref()
+                .is_some_and(|p| p.cmp_transaction(&position).is_ge())
+            {
+                return Err(invalid(format!(
+                    "transaction at {position} is not after the one before it"
+                )));
+            }
+            previous = Some(position);
+        }
+        Ok(())
+    }
+
+    async fn apply_in_transaction(
+        &self,
+        conn: &mut Conn,
+        planner: &mut StatementPlanner,
+        window: Window,
+        transactions: &[SpannerTransaction],
+    ) -> Result<ApplyOutcome, WriterError> {
+        let shard = &self.config.shard;
+        let db = |operation: &'static str| {
+            move |e: mysql_async::Error| WriterError::database(shard, operation, String::new(), &e)
+        };
+        conn.query_drop("START TRANSACTION")
+            .await
+            .map_err(db("starting a transaction"))?;
+        let stored = match checkpoint::read(&mut *conn, &self.config.run_id, shard, true).await {
+            Ok(stored) => stored,
+            Err(CheckpointReadError::Database(e)) => {
+                return Err(db("reading the checkpoint")(e));
+            }
+            Err(CheckpointReadError::Invalid(reason)) => {
+                return Err(WriterError::Checkpoint {
+                    shard: shard.clone(),
+                    reason,
+                });
+            }
+        };
+        let skipped = stored.as_ref().map_or(0, |checkpoint| {
+            transactions
+                .iter()
+                .take_while(|t| checkpoint.covers(&t.last_position()))
+                .count()
+        });
+        let pending = &transactions[skipped..];
+        let Some(last) = pending.last() else {
+            conn.query_drop("ROLLBACK")
+                .await
+                .map_err(db("ending a transaction"))?;
+            return Ok(ApplyOutcome {
+                skipped_transactions: skipped,
+                position: stored.and_then(|c| c.position),
+                ..ApplyOutcome::default()
+            });
+        };
+        let statements = planner.plan(pending)?;
+        let statement_count = statements.len();
+        for statement in statements {
+            execute(conn, shard, statement).await?;
+        }
+        let position = last.last_position();
+        let records: usize = pending.iter().map(SpannerTransaction::len).sum();
+        checkpoint::write(
+            &mut *conn,
+            &self.config.run_id,
+            shard,
+            window,
+            Some(&position),
+            records as u64,
+            pending.len() as u64,
+        )
+        .await
+        .map_err(db("writing the checkpoint"))?;
+        conn.query_drop("COMMIT").await.map_err(db("committing"))?;
+        tracing::debug!(
+            shard = %shard,
+            window = %window,
+            transactions = pending.len(),
+            skipped,
+            records,
+            statements = statement_count,
+            "applied a batch"
+        );
+        Ok(ApplyOutcome {
+            applied_transactions: pending.len(),
+            skipped_transactions: skipped,
+            applied_records: records,
+            statements: statement_count,
+            position: Some(position),
+        })
+    }
+}
+
+async fn open(config: &ApplierConfig) -> Result<Conn, WriterError> {
+    let shard = &config.shard;
+    let cache = config
+        .connection
+        .stmt_cache_size()
+        .max(STATEMENT_CACHE_SIZE);
+    let opts = OptsBuilder::from_opts(config.connection.clone()).stmt_cache_size(cache);
+    let mut conn = Conn::new(opts)
+        .await
+        .map_err(|e| WriterError::database(shard, "connecting", String::new(), &e))?;
+    for statement in SESSION_SETUP {
+        conn.query_drop(*statement).await.map_err(|e| {
+            WriterError::database(shard, "setting up the session", String::new(), &e)
+        })?;
+    }
+    Ok(conn)
+}
+
+/// Executes one planned statement; an error names the table, the statement and the key of
+/// the row MySQL reports (or the first row).
+async fn execute(
+    conn: &mut Conn,
+    shard: &ShardId,
+    statement: PlannedStatement,
+) -> Result<(), WriterError> {
+    let PlannedStatement {
+        table,
+        kind,
+        sql,
+        params,
+        keys,
+    } = statement;
+    conn.exec_drop(&*sql, params).await.map_err(|e| {
+        let (row, column) = match &e {
+            mysql_async::Error::Server(server) => row_and_column(&server.message),
+            _ => (None, None),
+        };
+        let verb = match kind {
+            StatementKind::Upsert => "upsert",
+            StatementKind::Delete => "delete",
+        };
+        let key = match row.and_then(|r| keys.get(r.checked_sub(1)?)) {
+            Some(key) => format!(", key {key}"),
+            None if keys.len() == 1 => format!(", key {}", keys[0]),
+            None => format!(
+                ", {} rows from key {}",
+                keys.len(),
+                keys.first().map_or("", String::as_str)
+            ),
+        };
+        let column = column.map(|c| format!(", column {c}")).unwrap_or_default();
+        let context = format!(" ({verb} on table {table}{column}{key})");
+        WriterError::database(shard, "applying a statement", context, &e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_debug_hides_the_password() {
+        let opts =
+            Opts::from_url("mysql://app:s3cret-pass@db.example:3307/shard1").expect("valid url");
+        let config = ApplierConfig::new("run", ShardId::new("ls1").expect("valid"), opts);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("db.example") && shown.contains("shard1"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,491 @@
+//! The writer's errors and their classes (DESIGN §6.9).
+//!
+//! Transient errors (connection lost or reset, server shutting down, deadlock, lock wait
+//! timeout, too many connections, read-only during a failover) are retried from the
+//! checkpoint; definite errors (conversion, constraint, unknown table or column, data too long,
+//! out of range) stop the shard; fatal errors (configuration, permissions) stop the writer.
+//!
+//! Errors never carry row values other than primary keys: MySQL's own messages quote values
+//! (`Duplicate entry '…'`, `Incorrect string value: '…'`), so the quoted parts of server
+//! messages are redacted, keeping only identifiers.
+
+use std::fmt;
+
+use revrepl_record::{Classify, ErrorClass, ShardId};
+
+use crate::convert::ConversionError;
+
+/// Everything that can go wrong while applying changes to one shard.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriterError {
+    /// The mapped MySQL table does not exist in the shard.
+    #[error(
+        "shard {shard}: Spanner table {spanner_table:?} maps to MySQL table {source_table:?}, which does not exist in database {database:?}"
+    )]
+    MissingTable {
+        /// The shard.
+        shard: ShardId,
+        /// The Spanner table of the record.
+        spanner_table: String,
+        /// The MySQL table it maps to.
+        source_table: String,
+        /// The shard's database.
+        database: String,
+    },
+    /// The schema mapping says the table exists only in Spanner.
+    #[error(
+        "shard {shard}: Spanner table {spanner_table:?} exists only in Spanner according to the schema mapping, so its changes cannot be applied"
+    )]
+    SpannerOnlyTable {
+        /// The shard.
+        shard: ShardId,
+        /// The Spanner table of the record.
+        spanner_table: String,
+    },
+    /// A column of the record has no MySQL column.
+    #[error(
+        "shard {shard}, table {table}: column {column:?} of the change record does not exist in MySQL (map it, or mark it as existing only in Spanner)"
+    )]
+    MissingColumn {
+        /// The shard.
+        shard: ShardId,
+        /// The MySQL table.
+        table: String,
+        /// The Spanner column name (or the mapped MySQL name).
+        column: String,
+    },
+    /// The MySQL table has no primary key to apply changes by.
+    #[error(
+        "shard {shard}, table {table}: the MySQL table has no primary key, so changes cannot be applied by key"
+    )]
+    NoPrimaryKey {
+        /// The shard.
+        shard: ShardId,
+        /// The MySQL table.
+        table: String,
+    },
+    /// The record lacks a value for a MySQL primary-key column.
+    #[error(
+        "shard {shard}, table {table}, key {key}: the record has no value for primary-key column {column:?} (in keys, new values or old values)"
+    )]
+    MissingKeyValue {
+        /// The shard.
+        shard: ShardId,
+        /// The MySQL table.
+        table: String,
+        /// The MySQL key column.
+        column: String,
+        /// The record's keys, as the record carries them.
+        key: String,
+    },
+    /// A value does not fit its column.
+    #[error("{0}")]
+    Conversion(Box<ConversionFailure>),
+    /// A record that cannot be read (keys or values are not JSON objects, ...).
+    #[error("shard {shard}, table {table}, at {position}: malformed change record: {reason}")]
+    MalformedRecord {
+        /// The shard.
+        shard: ShardId,
+        /// The Spanner table.
+        table: String,
+        /// The record's commit position.
+        position: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A batch that breaks the applier's contract (records of another shard, not in commit
+    /// order, outside the window).
+    #[error("shard {shard}: invalid batch: {reason}")]
+    InvalidBatch {
+        /// The shard.
+        shard: ShardId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// MySQL or the connection to it failed.
+    #[error("shard {shard}: {operation} failed{context}: {failure}")]
+    Database {
+        /// The shard.
+        shard: ShardId,
+        /// What the writer was doing: `connecting`, `applying a statement`, `committing`...
+        operation: &'static str,
+        /// Where: table, statement and key, when known (starts with `" ("` or is empty).
+        context: String,
+        /// The error, with quoted values redacted.
+        failure: MySqlFailure,
+        /// Its class.
+        class: ErrorClass,
+    },
+    /// The checkpoint row cannot be read.
+    #[error("shard {shard}: the checkpoint in `revrepl_checkpoint` is unusable: {reason}")]
+    Checkpoint {
+        /// The shard.
+        shard: ShardId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The applier's configuration is unusable.
+    #[error("shard {shard}: invalid writer configuration: {reason}")]
+    Configuration {
+        /// The shard.
+        shard: ShardId,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Classify for WriterError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Database { class, .. } => *class,
+            Self::Configuration { .. } => ErrorClass::Fatal,
+            Self::MissingTable { .. }
+            | Self::SpannerOnlyTable { .. }
+            | Self::MissingColumn { .. }
+            | Self::NoPrimaryKey { .. }
+            | Self::MissingKeyValue { .. }
+            | Self::Conversion(_)
+            | Self::MalformedRecord { .. }
+            | Self::InvalidBatch { .. }
+            | Self::Checkpoint { .. } => ErrorClass::Definite,
+        }
+    }
+}
+
+impl WriterError {
+    /// Wraps a MySQL driver error met during `operation`, classifying it and redacting the
+    /// values MySQL quotes in its messages. `context` is empty or starts with `" ("`.
+    pub fn database(
+        shard: &ShardId,
+        operation: &'static str,
+        context: String,
+        error: &mysql_async::Error,
+    ) -> Self {
+        Self::Database {
+            shard: shard.clone(),
+            operation,
+            context,
+            failure: MySqlFailure::from(error),
+            class: classify(error),
+        }
+    }
+
+    /// The MySQL error code, for database errors that have one.
+    pub fn mysql_code(&self) -> Option<u16> {
+        match self {
+            Self::Database { failure, .. } => failure.code,
+            _ => None,
+        }
+    }
+}
+
+/// A value that does not fit its column, with where it was met.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shard {shard}, table {table}, column {column} ({column_type}), key {key}: {error}")]
+pub struct ConversionFailure {
+    /// The shard.
+    pub shard: ShardId,
+    /// The MySQL table.
+    pub table: String,
+    /// The MySQL column.
+    pub column: String,
+    /// The column's type, e.g. `varchar(20)`.
+    pub column_type: String,
+    /// The record's keys, as the record carries them.
+    pub key: String,
+    /// The value's type and why it does not fit (never the value).
+    pub error: ConversionError,
+}
+
+/// A MySQL or connection error, safe to log: quoted values are redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MySqlFailure {
+    /// The server's error number, for server errors.
+    pub code: Option<u16>,
+    /// The SQLSTATE, for server errors.
+    pub sqlstate: Option<String>,
+    /// The message, with quoted values replaced by `'?'`.
+    pub message: String,
+}
+
+impl fmt::Display for MySqlFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, &self.sqlstate) {
+            (Some(code), Some(state)) => {
+                write!(f, "MySQL error {code} ({state}): {}", self.message)
+            }
+            (Some(code), None) => write!(f, "MySQL error {code}: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+impl From<&mysql_async::Error> for MySqlFailure {
+    fn from(error: &mysql_async::Error) -> Self {
+        match error {
+            mysql_async::Error::Server(server) => Self {
+                code: Some(server.code),
+                sqlstate: Some(server.state.clone()),
+                message: redact_values(&server.message),
+            },
+            mysql_async::Error::Driver(driver) => Self {
+                code: None,
+                sqlstate: None,
+                message: format!("driver error: {driver}"),
+            },
+            mysql_async::Error::Io(io) => Self {
+                code: None,
+                sqlstate: None,
+                message: format!("connection error: {io}"),
+            },
+            mysql_async::Error::Url(url) => Self {
+                code: None,
+                sqlstate: None,
+                message: format!("connection options: {url}"),
+            },
+            mysql_async::Error::Other(other) => Self {
+                code: None,
+                sqlstate: None,
+                message: format!("error: {other}"),
+            },
+        }
+    }
+}
+
+/// Server error numbers worth retrying: the same statement may succeed later.
+const TRANSIENT_CODES: &[u16] = &[
+    1020, // record changed since last read
+    1021, // disk full
+    1037, // out of memory
+    1038, // out of sort memory
+    1040, // too many connections
+    1041, // out of memory
+    1053, // server shutdown in progress
+    1077, // normal shutdown
+    1078, // got signal
+    1079, // shutdown complete
+    1080, // forcing close of thread
+    1114, // table is full
+    1152, // aborted connection
+    1154, // read error from connection pipe
+    1155, // fcntl error
+    1156, // packets out of order
+    1157, // couldn't uncompress packet
+    1158, // error reading packets
+    1159, // timeout reading packets
+    1160, // error writing packets
+    1161, // timeout writing packets
+    1180, // got error during commit
+    1181, // got error during rollback
+    1184, // aborted new connection
+    1203, // too many user connections
+    1205, // lock wait timeout
+    1213, // deadlock
+    1226, // user resource limit exceeded
+    1290, // --read-only (failover)
+    1317, // query interrupted
+    1614, // transaction branch rolled back: deadlock
+    1615, // prepared statement needs to be re-prepared
+    1637, // too many active concurrent transactions
+    1792, // read-only transaction
+    1836, // read-only mode
+    1927, // connection killed (MariaDB)
+    1969, // statement timeout (MariaDB)
+    2002, // can't connect (socket)
+    2003, // can't connect (TCP)
+    2006, // server has gone away
+    2013, // lost connection during query
+    2055, // lost connection (system error)
+    3024, // max execution time exceeded
+    4031, // disconnected for inactivity
+];
+
+/// Server error numbers that mean the writer is misconfigured for this shard.
+const FATAL_CODES: &[u16] = &[
+    1044, // access denied to database
+    1045, // access denied for user
+    1049, // unknown database
+    1142, // command denied
+    1143, // column access denied
+    1227, // access denied (privilege)
+    1251, // client does not support authentication protocol
+    1698, // access denied (unix socket auth)
+];
+
+/// The class of a MySQL driver error.
+pub fn classify(error: &mysql_async::Error) -> ErrorClass {
+    use mysql_async::{DriverError, Error, IoError};
+    match error {
+        Error::Server(server) => classify_code(server.code),
+        Error::Io(IoError::Io(_)) => ErrorClass::Transient,
+        Error::Io(_) => ErrorClass::Fatal, // TLS: certificates or configuration.
+        Error::Url(_) => ErrorClass::Fatal,
+        Error::Other(_) => ErrorClass::Definite,
+        Error::Driver(driver) => match driver {
+            DriverError::ConnectionClosed
+            | DriverError::PacketOutOfOrder
+            | DriverError::PoolDisconnected
+            | DriverError::UnexpectedPacket { .. }
+            | DriverError::BadCompressedPacketHeader => ErrorClass::Transient,
+            DriverError::UnknownAuthPlugin { .. }
+            | DriverError::MysqlOldPasswordDisabled
+            | DriverError::CleartextPluginDisabled
+            | DriverError::NoClientSslFlagFromServer
+            | DriverError::NoKeyFound
+            | DriverError::CantParseServerVersion { .. } => ErrorClass::Fatal,
+            _ => ErrorClass::Definite,
+        },
+    }
+}
+
+/// The class of a MySQL server error number: transient for connection, shutdown, locking,
+/// capacity and read-only errors; fatal for access and unknown-database errors; definite for
+/// everything else (data and constraint errors: 1048, 1054, 1062, 1146, 1264, 1292, 1366,
+/// 1406, 1451, 1452, ...).
+pub fn classify_code(code: u16) -> ErrorClass {
+    if TRANSIENT_CODES.contains(&code) {
+        ErrorClass::Transient
+    } else if FATAL_CODES.contains(&code) {
+        ErrorClass::Fatal
+    } else {
+        ErrorClass::Definite
+    }
+}
+
+/// Replaces single-quoted parts of a server message by `'?'`, except identifiers (a quoted
+/// part right after `column`, `key`, `table`, `database`, `constraint`, `index` or `user`).
+/// Backtick-quoted parts are identifiers and stay.
+pub fn redact_values(message: &str) -> String {
+    const IDENTIFIER_WORDS: &[&str] = &[
+        "column",
+        "key",
+        "table",
+        "database",
+        "constraint",
+        "index",
+        "user",
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find('\'') {
+        let (before, from_quote) = rest.split_at(open);
+        out.push_str(before);
+        let after = &from_quote[1..];
+        // A quoted part ends at the next quote not doubled.
+        let mut end = None;
+        let mut chars = after.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '\'' {
+                if chars.peek().is_some_and(|(_, next)| *next == '\'') {
+                    chars.next();
+                } else {
+                    end = Some(i);
+                    break;
+                }
+            }
+        }
+        let Some(end) = end else {
+            out.push_str("'?");
+            return out;
+        };
+        let quoted = &after[..end];
+        let previous_word = out
+            .trim_end()
+            .rsplit(|c: char| c.is_whitespace())
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if IDENTIFIER_WORDS.contains(&previous_word.as_str()) {
+            out.push('\'');
+            out.push_str(quoted);
+            out.push('\'');
+        } else {
+            out.push_str("'?'");
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The row number (1-based) and column a MySQL data error names, e.g. `Data too long for column
+/// 'c' at row 3` or `... for column `db`.`t`.`c` at row 3`.
+pub(crate) fn row_and_column(message: &str) -> (Option<usize>, Option<String>) {
+    let row = message.rfind("at row ").and_then(|at| {
+        message[at + 7..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .ok()
+    });
+    let column = message.find("column ").and_then(|at| {
+        let rest = &message[at + 7..];
+        let quote = rest.chars().next()?;
+        if quote == '\'' {
+            rest[1..].split('\'').next().map(str::to_string)
+        } else if quote == '`' {
+            let end = rest.find(" at row").unwrap_or(rest.len());
+            rest[..end]
+                .rsplit('.')
+                .next()
+                .map(|part| part.trim_matches('`').to_string())
+        } else {
+            None
+        }
+    });
+    (row, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_values_and_keeps_identifiers() {
+        assert_eq!(
+            redact_values("Duplicate entry 'secret-1' for key 'PRIMARY'"),
+            "Duplicate entry '?' for key 'PRIMARY'"
+        );
+        assert_eq!(
+            redact_values("Data too long for column 'name' at row 3"),
+            "Data too long for column 'name' at row 3"
+        );
+        assert_eq!(
+            redact_values(
+                "Incorrect string value: '\\xF0\\x9F\\xA6\\x80' for column `db`.`t`.`c` at row 1"
+            ),
+            "Incorrect string value: '?' for column `db`.`t`.`c` at row 1"
+        );
+        assert_eq!(
+            redact_values("Incorrect datetime value: 'it''s' for column 'd'"),
+            "Incorrect datetime value: '?' for column 'd'"
+        );
+        assert_eq!(redact_values("unterminated 'secret"), "unterminated '?");
+    }
+
+    #[test]
+    fn finds_row_and_column_in_messages() {
+        assert_eq!(
+            row_and_column("Data too long for column 'name' at row 3"),
+            (Some(3), Some("name".to_string()))
+        );
+        assert_eq!(
+            row_and_column("Incorrect string value: '?' for column `db`.`t`.`c` at row 12"),
+            (Some(12), Some("c".to_string()))
+        );
+        assert_eq!(row_and_column("Deadlock found"), (None, None));
+    }
+
+    #[test]
+    fn classifies_server_codes() {
+        for code in [1053, 1205, 1213, 1040, 1290, 1836, 2006, 2013] {
+            assert_eq!(classify_code(code), ErrorClass::Transient, "{code}");
+        }
+        for code in [1054, 1062, 1146, 1264, 1406, 1451, 1452, 1366, 1048] {
+            assert_eq!(classify_code(code), ErrorClass::Definite, "{code}");
+        }
+        assert_eq!(classify_code(1045), ErrorClass::Fatal);
+    }
+}
