@@ -5,14 +5,15 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
 
-.PHONY: help setup test check fmt fmt-check lint doc
+.PHONY: help setup test check fmt fmt-check lint doc plugin deploy-check
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-13s %s\n", $$1, $$2}'
 
-setup: ## Install what builds and tests need: MariaDB (apt), fake-gcs-server (.venv), cargo-nextest; check the Spanner emulator
+setup: ## Install what builds and tests need: MariaDB (apt), fake-gcs-server and kubernetes-validate (.venv), cargo-nextest; check the Spanner emulator
 	@bash tests/scripts/install-mariadb.sh
 	@bash tests/scripts/install-fake-gcs.sh >/dev/null
+	@bash tests/scripts/install-kubernetes-validate.sh >/dev/null
 	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
 	@bash tests/scripts/check-spanner-emulator.sh
 
@@ -32,3 +33,10 @@ lint: ## Clippy on every target, warnings are errors
 
 doc: ## Build the API docs, warnings are errors
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
+
+plugin: ## Build the example shard-router plugin (a cdylib the routing tests load)
+	$(CARGO) build -p revrepl-example-shard-router-plugin
+
+deploy-check: ## Validate the Kubernetes manifests in deploy/k8s against the API schemas (strict)
+	@bash tests/scripts/install-kubernetes-validate.sh >/dev/null
+	.venv/bin/kubernetes-validate --strict deploy/k8s/*.yaml

@@ -17,6 +17,26 @@ use serde::{Deserialize, Serialize};
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "REVREPL_";
 
+/// `REVREPL_…` variables that set up a process rather than the pipeline (the configuration
+/// file's path, the log format, the metrics address); they are not configuration keys, so
+/// [`Config::load`] does not read them. Named without the prefix, lower case.
+pub const PROCESS_VARIABLES: [&str; 4] = ["config", "log_format", "metrics_addr", "keep_services"];
+
+/// Families of `REVREPL_…` variables that are not configuration keys either: passwords
+/// (`REVREPL_SECRET_…`, read by the shards file's secret sources), the test services'
+/// deadlines (`REVREPL_SERVICE_…`) and test switches (`REVREPL_TEST_…`).
+pub const PROCESS_VARIABLE_PREFIXES: [&str; 3] = ["secret_", "service_", "test_"];
+
+/// Whether `key` (a `REVREPL_…` variable without the prefix) is one of the
+/// [`PROCESS_VARIABLES`] or [`PROCESS_VARIABLE_PREFIXES`].
+pub fn is_process_variable(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    PROCESS_VARIABLES.contains(&key.as_str())
+        || PROCESS_VARIABLE_PREFIXES
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +62,9 @@ pub struct Config {
     /// The reader.
     #[serde(default)]
     pub reader: ReaderConfig,
+    /// The writer.
+    #[serde(default)]
+    pub writer: WriterConfig,
 }
 
 /// The Spanner database replicated from.
@@ -234,6 +257,69 @@ impl Default for ReaderConfig {
     }
 }
 
+/// The writer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterConfig {
+    /// Time zone of the shards' `DATETIME` values: an IANA name (`Europe/Berlin`), `UTC`, or
+    /// an offset (`+05:30`).
+    #[serde(default = "default_time_zone")]
+    pub source_time_zone: String,
+    /// Most records in one MySQL transaction (a larger Spanner transaction still goes whole).
+    #[serde(default = "default_batch_records")]
+    pub batch_max_records: usize,
+    /// Most bytes of records in one MySQL transaction.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_max_bytes: usize,
+    /// How often a shard that caught up with the reader looks for new windows.
+    #[serde(default = "default_poll_interval", with = "duration_text")]
+    pub poll_interval: Duration,
+    /// On a definite error, write the failing transaction and its error to `dlq/<shard>/` in
+    /// the buffer and go on, instead of stopping the shard with `ERROR`.
+    #[serde(default)]
+    pub dead_letter: bool,
+    /// Spanner columns never written to MySQL (e.g. `migration_shard_id`), in every table.
+    #[serde(default)]
+    pub ignore_columns: Vec<String>,
+    /// Verify the shards' TLS certificates against this CA file (PEM); enables TLS.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Use TLS with the system's root certificates even without `tls_ca_file`.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_string()
+}
+
+fn default_batch_records() -> usize {
+    5_000
+}
+
+fn default_batch_bytes() -> usize {
+    16 << 20
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            source_time_zone: default_time_zone(),
+            batch_max_records: default_batch_records(),
+            batch_max_bytes: default_batch_bytes(),
+            poll_interval: default_poll_interval(),
+            dead_letter: false,
+            ignore_columns: Vec::new(),
+            tls_ca_file: None,
+            tls: false,
+        }
+    }
+}
+
 mod duration_text {
     use std::time::Duration;
 
@@ -290,7 +376,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").lowercase(true));
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(|key| !is_process_variable(key.as_str()))
+                .split("__")
+                .lowercase(true),
+        );
         for item in overrides {
             let (key, value) = item
                 .split_once('=')
@@ -377,6 +468,22 @@ change_stream = "revrepl_stream"
             assert!(err.to_string().contains("heartbeat"), "{err}");
             let err = load_in(jail, MINIMAL, &["no-equals-sign"]).expect_err("bad override");
             assert!(matches!(err, ConfigError::BadOverride(_)));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn process_variables_are_not_configuration_keys() {
+        Jail::expect_with(|jail| {
+            jail.set_env("REVREPL_CONFIG", "elsewhere.toml");
+            jail.set_env("REVREPL_LOG_FORMAT", "json");
+            jail.set_env("REVREPL_METRICS_ADDR", "127.0.0.1:9464");
+            jail.set_env("REVREPL_SECRET_DB_PASS", "not a key");
+            let config = load_in(jail, MINIMAL, &[]).map_err(|e| e.to_string())?;
+            assert_eq!(config.run_id, "run1");
+            jail.set_env("REVREPL_RUN_IDD", "typo");
+            let err = load_in(jail, MINIMAL, &[]).expect_err("unknown key");
+            assert!(err.to_string().contains("run_idd"), "{err}");
             Ok(())
         });
     }

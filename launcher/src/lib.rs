@@ -1,3 +1,150 @@
-//! The `revrepl` command (DESIGN §1, §7): run modes, status, reprocess and validation.
+//! The `revrepl` command (DESIGN §1, §7, §9): what an operator runs around the reader and the
+//! writer.
 //!
-//! The command-line interface arrives with the launcher issue; this crate exports nothing yet.
+//! - [`cli`]: the command line (`init`, `status`, `reprocess`, `validate`; global `--config`,
+//!   `--set`, `--run-id`).
+//! - [`init`]: checks the configuration and every service, creates the change stream and the
+//!   metadata tables.
+//! - [`status`]: every shard's progress and lag, from the metadata store.
+//! - [`reprocess`]: marks shards `REPROCESS`.
+//! - [`validate`]: compares MySQL shards with Spanner, row by row, in bounded memory.
+//! - [`mysql`], [`spanner`], [`store`]: how the launcher reaches the shards, the source
+//!   database and the metadata store.
+//!
+//! [`run`] executes a parsed command line and returns the process exit code: 0 ok, 1 failed,
+//! 2 bad configuration or usage, 3 a shard is in `ERROR` (`status`), 4 differences found
+//! (`validate`).
+
+pub mod cli;
+pub mod error;
+pub mod init;
+pub mod mysql;
+pub mod reprocess;
+pub mod spanner;
+pub mod status;
+pub mod store;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use revrepl_config::Config;
+use revrepl_metadata::RunId;
+use revrepl_record::Timestamp;
+
+pub use cli::Cli;
+pub use error::LauncherError;
+
+use crate::cli::{Command, GlobalArgs};
+
+/// Exit code: a shard is in `ERROR`.
+pub const EXIT_SHARD_ERROR: u8 = 3;
+/// Exit code: validation found differences.
+pub const EXIT_DIFFERENCES: u8 = 4;
+/// The configuration file used when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "revrepl.toml";
+
+/// Runs `cli`, printing results on stdout; returns the exit code.
+pub async fn run(cli: Cli) -> Result<u8, LauncherError> {
+    let (config, config_path) = load_config(&cli.global)?;
+    match cli.command {
+        Command::Init(args) => {
+            println!(
+                "revrepl init: run {}, configuration {}",
+                config.run_id,
+                config_path
+                    .as_deref()
+                    .map_or("(environment and --set only)".to_string(), |p| p
+                        .display()
+                        .to_string())
+            );
+            let report = init::init(&config, &args, &mut |check| println!("{check}")).await;
+            let failures = report.failures();
+            if failures == 0 {
+                println!("init: ready");
+                Ok(0)
+            } else {
+                println!("init: {failures} problem(s); fix them and run `revrepl init` again");
+                Ok(1)
+            }
+        }
+        Command::Status(args) => {
+            let store = store::open_existing(&config).await?;
+            let run_id = RunId::new(config.run_id.clone())?;
+            let now = Timestamp::from(chrono::Utc::now());
+            let report =
+                status::status(store.as_ref(), &run_id, &status::FromProgress, now).await?;
+            if args.json {
+                println!("{}", to_json(&report)?);
+            } else {
+                print!("{}", status::render_text(&report));
+            }
+            Ok(if report.has_errors() {
+                EXIT_SHARD_ERROR
+            } else {
+                0
+            })
+        }
+        Command::Reprocess(args) => {
+            let store = store::open_existing(&config).await?;
+            let run_id = RunId::new(config.run_id.clone())?;
+            let marked =
+                reprocess::reprocess(store.as_ref(), &run_id, &args.shards, args.from).await?;
+            print!(
+                "{}",
+                reprocess::render_text(&run_id, &marked, config_path.as_deref())
+            );
+            Ok(0)
+        }
+        Command::Validate(args) => {
+            let zone =
+                match &args.source_timezone {
+                    Some(text) => text
+                        .parse()
+                        .map_err(|e| LauncherError::Usage(format!("--source-timezone: {e}")))?,
+                    None => config.writer.source_time_zone.parse().map_err(|e| {
+                        LauncherError::Usage(format!("writer.source_time_zone: {e}"))
+                    })?,
+                };
+            let options = validate::ValidateOptions {
+                tables: args.tables,
+                shards: args.shards,
+                zone,
+                max_listed: args.max_listed,
+                detail_rows: args.detail_rows,
+                connect_timeout: Duration::from_secs(60),
+                ignore_columns: config.writer.ignore_columns.clone(),
+            };
+            let report = validate::validate(&config, &options).await?;
+            if args.json {
+                println!("{}", to_json(&report)?);
+            } else {
+                print!("{}", validate::render_text(&report));
+            }
+            Ok(if report.differences() == 0 {
+                0
+            } else {
+                EXIT_DIFFERENCES
+            })
+        }
+    }
+}
+
+/// Loads the configuration: `--config` (or `revrepl.toml` if present), `REVREPL_…`
+/// variables, `--set`, then `--run-id`. Returns the file used, if any.
+pub fn load_config(global: &GlobalArgs) -> Result<(Config, Option<PathBuf>), LauncherError> {
+    let path = global.config.clone().or_else(|| {
+        let default = Path::new(DEFAULT_CONFIG_FILE);
+        default.is_file().then(|| default.to_path_buf())
+    });
+    let mut config = Config::load(path.as_deref(), &global.overrides)?;
+    if let Some(run_id) = &global.run_id {
+        config.run_id = run_id.clone();
+    }
+    Ok((config, path))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, LauncherError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| LauncherError::Usage(format!("cannot write JSON: {e}")))
+}

@@ -12,6 +12,7 @@
 //! - [`run`], [`progress`], [`tables`]: the rows, the `data_seen` id, and the table names.
 
 pub mod error;
+pub mod open;
 pub mod progress;
 pub mod run;
 pub mod spanner;
@@ -20,6 +21,7 @@ pub mod store;
 pub mod tables;
 
 pub use error::MetadataError;
+pub use open::open_store;
 pub use progress::{
     CreateProgress, CreatedWindows, ProcessProgress, ProcessStatus, UnknownStatus, data_seen_id,
 };

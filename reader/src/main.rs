@@ -1,5 +1,6 @@
 //! `revrepl-reader`: reads a Spanner change stream into per-shard window files.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -7,6 +8,7 @@ use clap::Parser;
 use revrepl_config::Config;
 use revrepl_reader::app::{ReaderMode, run};
 use revrepl_record::Timestamp;
+use revrepl_telemetry::{MetricsOptions, Telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// Reads every partition of a Spanner change stream and writes one file per shard per window.
@@ -25,6 +27,10 @@ struct Args {
     /// Override a configuration key, e.g. `--set reader.window=1m` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. `0.0.0.0:9464`. OTLP export is
+    /// on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    #[arg(long, env = "REVREPL_METRICS_ADDR", value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
@@ -33,7 +39,7 @@ fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    revrepl_reader::app::init_logging();
+    revrepl_telemetry::init_logging();
     let config = match Config::load(Some(&args.config), &args.overrides) {
         Ok(config) => config,
         Err(error) => {
@@ -49,9 +55,21 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let metrics = MetricsOptions::new("revrepl-reader")
+            .with_optional_prometheus(args.metrics_addr)
+            .with_otlp_from_env();
+        let telemetry = match Telemetry::install(metrics) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                tracing::error!("{error}");
+                return ExitCode::from(2);
+            }
+        };
         let cancel = CancellationToken::new();
-        revrepl_reader::app::cancel_on_signals(cancel.clone());
-        match run(&config, args.mode, args.until, cancel).await {
+        revrepl_telemetry::cancel_on_signals(cancel.clone());
+        let outcome = run(&config, args.mode, args.until, cancel).await;
+        telemetry.shutdown().await;
+        match outcome {
             Ok(summary) => {
                 tracing::info!(
                     recorded_up_to = %summary.recorded_up_to,

@@ -125,3 +125,13 @@ fn re_encoding_sorts_and_is_stable() {
     sort_in_commit_order(&mut sorted);
     assert_eq!(decode_window_file(&forward).expect("decodes"), sorted);
 }
+
+#[test]
+fn float_values_survive_parsing_exactly() {
+    // Needs 17 significant digits; serde_json's default float parsing can be one ulp off
+    // without its `float_roundtrip` feature, which the workspace enables.
+    let text = r#"{"score":0.43735781348537484,"x":5e-324,"y":1.7976931348623157e+308}"#;
+    let parsed: Value = serde_json::from_str(text).expect("json");
+    assert_eq!(parsed["score"].as_f64(), Some(0.437_357_813_485_374_84));
+    assert_eq!(parsed.to_string(), text, "printing gives the same digits back");
+}

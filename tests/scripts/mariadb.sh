@@ -63,8 +63,11 @@ start() {
         exit "$EXIT_PORT_IN_USE"
     fi
 
+    # Each server gets its own tmpdir: a starting mariadbd deletes every `#sql*` file in its
+    # tmpdir, which breaks other servers' bootstraps when they share /tmp.
+    mkdir -p "$dir/tmp"
     local -a common=(--no-defaults --user="$(id -un)" --datadir="$dir/data"
-        --innodb-log-file-size=16M)
+        --tmpdir="$dir/tmp" --innodb-log-file-size=16M)
     if [[ ! -d "$dir/data/mysql" ]]; then
         rm -rf "$dir/data"
         mkdir -p "$dir/data"

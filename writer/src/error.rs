@@ -133,13 +133,69 @@ pub enum WriterError {
         /// What is wrong.
         reason: String,
     },
+    /// The writer's configuration is unusable (before any shard starts).
+    #[error("configuration: {key}: {reason}")]
+    Config {
+        /// The configuration key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The metadata store failed.
+    #[error(transparent)]
+    Metadata(#[from] revrepl_metadata::MetadataError),
+    /// The buffer failed.
+    #[error(transparent)]
+    Buffer(#[from] revrepl_record::BufferError),
+    /// The shards or session file is unusable.
+    #[error(transparent)]
+    Routing(#[from] revrepl_shard_routing::RoutingError),
+    /// A window file the metadata store lists does not exist.
+    #[error(
+        "shard {shard}: window file {path:?} is missing from buffer {location}, although the \
+         reader recorded data for that window"
+    )]
+    MissingFile {
+        /// The shard.
+        shard: ShardId,
+        /// The buffer.
+        location: String,
+        /// The object path.
+        path: String,
+    },
+    /// A window file cannot be read.
+    #[error("shard {shard}: window file {path:?} is malformed: {source}")]
+    MalformedFile {
+        /// The shard.
+        shard: ShardId,
+        /// The object path.
+        path: String,
+        /// The line and reason.
+        source: revrepl_record::DecodeError,
+    },
+    /// A line of a shard's window file does not belong there.
+    #[error("shard {shard}: window file {path:?}: {reason}")]
+    MisplacedRecord {
+        /// The shard.
+        shard: ShardId,
+        /// The object path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Classify for WriterError {
     fn class(&self) -> ErrorClass {
         match self {
             Self::Database { class, .. } => *class,
-            Self::Configuration { .. } => ErrorClass::Fatal,
+            Self::Configuration { .. } | Self::Config { .. } => ErrorClass::Fatal,
+            Self::Metadata(e) => e.class(),
+            Self::Buffer(e) => e.class(),
+            Self::Routing(e) => e.class(),
+            Self::MissingFile { .. }
+            | Self::MalformedFile { .. }
+            | Self::MisplacedRecord { .. } => ErrorClass::Definite,
             Self::MissingTable { .. }
             | Self::SpannerOnlyTable { .. }
             | Self::MissingColumn { .. }

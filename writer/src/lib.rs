@@ -39,6 +39,7 @@
 //! # }
 //! ```
 
+pub mod app;
 pub mod apply;
 pub mod batch;
 pub mod checkpoint;
@@ -46,7 +47,9 @@ pub mod convert;
 pub mod error;
 pub mod mapping;
 pub mod schema;
+pub mod shard_task;
 pub mod statement;
+pub mod telemetry;
 
 pub use apply::{ApplierConfig, ApplyOutcome, ShardApplier, shard_connection_options};
 pub use batch::{BatchLimits, CommitPosition, SpannerTransaction, batches};

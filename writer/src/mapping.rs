@@ -141,6 +141,8 @@ pub struct TableMapping {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SchemaMapping {
     tables: BTreeMap<String, TableMapping>,
+    /// Spanner columns left out of every table.
+    ignored_everywhere: std::collections::BTreeSet<String>,
 }
 
 /// What the mapping says about one table.
@@ -198,6 +200,13 @@ impl SchemaMapping {
         self
     }
 
+    /// Marks Spanner column `column` as existing only in Spanner in every table (the writer's
+    /// `ignore_columns` setting).
+    pub fn ignoring_column_everywhere(mut self, column: impl Into<String>) -> Self {
+        self.ignored_everywhere.insert(column.into());
+        self
+    }
+
     /// The mapping of a session file: every table and column the session knows, with source
     /// names and Spanner types; tables and columns without a source side are Spanner-only.
     pub fn from_session(session: &Session) -> Self {
@@ -205,7 +214,10 @@ impl SchemaMapping {
             .tables()
             .map(|table| (table.spanner_name.clone(), table_from_session(table)))
             .collect();
-        Self { tables }
+        Self {
+            tables,
+            ignored_everywhere: Default::default(),
+        }
     }
 
     /// Where the changes of `spanner_table` go.
@@ -224,6 +236,9 @@ impl SchemaMapping {
 
     /// Where the values of `column` of `spanner_table` go.
     pub fn column<'a>(&'a self, spanner_table: &str, column: &'a str) -> ColumnTarget<'a> {
+        if self.ignored_everywhere.contains(column) {
+            return ColumnTarget::SpannerOnly;
+        }
         let mapped = self
             .tables
             .get(spanner_table)

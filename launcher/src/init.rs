@@ -1,0 +1,500 @@
+//! `revrepl init`: checks the configuration and every service the pipeline needs, creates
+//! the change stream and the metadata tables when they are missing, and reports each check
+//! with what to fix.
+//!
+//! Checks run in order and go on after a failure where they can, so that one run lists every
+//! problem. Nothing is printed that could hold a password.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use revrepl_config::{Config, MetadataKind};
+use revrepl_metadata::MissingTables;
+use revrepl_reader::spanner::check_stream;
+use revrepl_record::{BufferStore, PutOutcome};
+use revrepl_shard_routing::{Session, Shard, ShardsFile, choose_router};
+
+use crate::cli::InitArgs;
+use crate::error::LauncherError;
+use crate::mysql;
+use crate::spanner::{
+    SourceDatabase, admin_client, admin_client_at, apply_ddl, create_stream_ddl, ensure_database,
+};
+use crate::store;
+
+/// The retention the reference's guide recommends; shorter ones get a warning.
+const RECOMMENDED_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Ready.
+    Ok,
+    /// Works, but something deserves attention.
+    Warn,
+    /// Must be fixed.
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// How it ended.
+    pub verdict: Verdict,
+    /// What was checked: `shards file`, `shard ls1`, `change stream s`...
+    pub subject: String,
+    /// What was found, or what to fix.
+    pub detail: String,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tag = match self.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+        };
+        write!(f, "  {tag}  {}: {}", self.subject, self.detail)
+    }
+}
+
+/// Every check `init` made.
+#[derive(Debug, Default)]
+pub struct InitReport {
+    /// The checks, in the order they ran.
+    pub checks: Vec<Check>,
+}
+
+impl InitReport {
+    /// How many checks failed.
+    pub fn failures(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Fail)
+            .count()
+    }
+}
+
+struct Reporter<'a> {
+    report: InitReport,
+    on_check: &'a mut dyn FnMut(&Check),
+}
+
+impl Reporter<'_> {
+    fn add(&mut self, verdict: Verdict, subject: impl Into<String>, detail: impl Into<String>) {
+        let check = Check {
+            verdict,
+            subject: subject.into(),
+            detail: detail.into(),
+        };
+        (self.on_check)(&check);
+        self.report.checks.push(check);
+    }
+
+    fn ok(&mut self, subject: impl Into<String>, detail: impl Into<String>) {
+        self.add(Verdict::Ok, subject, detail);
+    }
+
+    fn warn(&mut self, subject: impl Into<String>, detail: impl Into<String>) {
+        self.add(Verdict::Warn, subject, detail);
+    }
+
+    fn fail(&mut self, subject: impl Into<String>, detail: impl Into<String>) {
+        self.add(Verdict::Fail, subject, detail);
+    }
+}
+
+/// Runs every check, calling `on_check` as each one ends.
+pub async fn init(
+    config: &Config,
+    args: &InitArgs,
+    on_check: &mut dyn FnMut(&Check),
+) -> InitReport {
+    let mut out = Reporter {
+        report: InitReport::default(),
+        on_check,
+    };
+    let shards_file = check_shards_file(config, &mut out);
+    let session = check_session(config, &mut out);
+    if let Some(shards_file) = &shards_file {
+        check_routing(config, shards_file, session.clone(), &mut out);
+        let tls = match mysql::tls_options(config) {
+            Ok(tls) => Some(tls),
+            Err(problem) => {
+                out.fail("MySQL TLS", problem);
+                None
+            }
+        };
+        if let (Some(shards), Some(tls)) = (resolve_passwords(shards_file, &mut out).await, tls) {
+            for shard in &shards {
+                check_mysql(shard, tls.as_ref(), args.timeout, &mut out).await;
+            }
+        }
+    }
+    check_buffer(config, args.timeout, &mut out).await;
+    check_change_stream(config, args, &mut out).await;
+    check_metadata(config, args, &mut out).await;
+    out.report
+}
+
+fn check_shards_file(config: &Config, out: &mut Reporter<'_>) -> Option<ShardsFile> {
+    let subject = format!("shards file {}", config.shards_file.display());
+    match ShardsFile::load(&config.shards_file) {
+        Ok(file) => {
+            let ids: Vec<String> = file.shard_ids().map(ToString::to_string).collect();
+            out.ok(
+                subject,
+                format!("{} shard(s): {}", ids.len(), ids.join(", ")),
+            );
+            Some(file)
+        }
+        Err(error) => {
+            out.fail(
+                subject,
+                format!("{error} (fix the file or the shards_file key)"),
+            );
+            None
+        }
+    }
+}
+
+fn check_session(config: &Config, out: &mut Reporter<'_>) -> Option<Arc<Session>> {
+    let path: &PathBuf = config.session_file.as_ref()?;
+    let subject = format!("session file {}", path.display());
+    match Session::load(path) {
+        Ok(session) => {
+            let tables = session.tables().count();
+            let sharded = session
+                .tables()
+                .filter(|t| t.shard_id_column.is_some())
+                .count();
+            out.ok(
+                subject,
+                format!("{tables} table(s), {sharded} with a shard-id column"),
+            );
+            Some(Arc::new(session))
+        }
+        Err(error) => {
+            out.fail(
+                subject,
+                format!("{error} (fix the file or the session_file key)"),
+            );
+            None
+        }
+    }
+}
+
+fn check_routing(
+    config: &Config,
+    shards_file: &ShardsFile,
+    session: Option<Arc<Session>>,
+    out: &mut Reporter<'_>,
+) {
+    let plugin = config
+        .routing
+        .plugin
+        .as_deref()
+        .map(|path| (path, config.routing.plugin_params.as_str()));
+    let how = match (&plugin, &session) {
+        (Some((path, _)), _) => format!("plugin {} (loaded, init accepted)", path.display()),
+        (None, Some(_)) => "by the session file's shard-id columns".to_string(),
+        (None, None) => "every record to the only shard".to_string(),
+    };
+    if config.session_file.is_some() && session.is_none() && plugin.is_none() {
+        // The session file already failed; routing by it cannot be checked.
+        return;
+    }
+    match choose_router(shards_file, session, plugin) {
+        Ok(_) => out.ok("routing", how),
+        Err(error) => out.fail(
+            "routing",
+            format!("{error} (configure session_file or routing.plugin, or list a single shard)"),
+        ),
+    }
+}
+
+async fn resolve_passwords(shards_file: &ShardsFile, out: &mut Reporter<'_>) -> Option<Vec<Shard>> {
+    match mysql::resolve_shards(shards_file).await {
+        Ok(shards) => {
+            out.ok("passwords", format!("read for {} shard(s)", shards.len()));
+            Some(shards)
+        }
+        Err(error) => {
+            out.fail("passwords", error.to_string());
+            None
+        }
+    }
+}
+
+async fn check_mysql(
+    shard: &Shard,
+    tls: Option<&mysql_async::SslOpts>,
+    timeout: Duration,
+    out: &mut Reporter<'_>,
+) {
+    let subject = format!(
+        "shard {} ({})",
+        shard.config.logical_shard_id,
+        mysql::shard_address(shard)
+    );
+    let transport = if tls.is_some() { "TLS, " } else { "" };
+    match mysql::check_shard(shard, tls, timeout).await {
+        Ok(check) if check.problems.is_empty() => out.ok(
+            subject,
+            format!(
+                "{}, {transport}writable, {} granted",
+                check.version,
+                mysql::WRITER_PRIVILEGES.join("/")
+            ),
+        ),
+        Ok(check) => out.fail(subject, check.problems.join("; ")),
+        Err(problem) => out.fail(subject, problem),
+    }
+}
+
+async fn check_buffer(config: &Config, timeout: Duration, out: &mut Reporter<'_>) {
+    let subject = format!("buffer {}", config.buffer.url);
+    let probe = async {
+        let buffer = config.buffer.open().await?;
+        probe_buffer(buffer.as_ref()).await
+    };
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(Ok(path)) => out.ok(subject, format!("wrote and read back {path}")),
+        Ok(Err(error)) => out.fail(
+            subject,
+            format!(
+                "{error} (check buffer.url, the directory's permissions or the bucket's IAM: \
+                 the reader needs to create objects, the writer to read them)"
+            ),
+        ),
+        Err(_) => out.fail(subject, format!("no answer within {timeout:?}")),
+    }
+}
+
+/// Writes a small object under `revrepl-probe/` and reads it back; returns its path. Each
+/// init leaves one probe object (the buffer has no delete; they are a few bytes each).
+async fn probe_buffer(buffer: &dyn BufferStore) -> Result<String, LauncherError> {
+    let now = chrono::Utc::now();
+    let path = format!(
+        "revrepl-probe/init-{}-{}.txt",
+        now.format("%Y%m%dT%H%M%S%.9fZ"),
+        std::process::id()
+    );
+    let body = format!("revrepl init probe written at {}\n", now.to_rfc3339());
+    let outcome = buffer
+        .put_if_absent(&path, bytes_of(&body))
+        .await
+        .map_err(LauncherError::from)?;
+    if outcome != PutOutcome::Created {
+        return Err(LauncherError::Usage(format!(
+            "probe object {path} in buffer {} already existed",
+            buffer.location()
+        )));
+    }
+    match buffer.get(&path).await? {
+        Some(read) if read.as_ref() == body.as_bytes() => Ok(path),
+        Some(_) => Err(LauncherError::Usage(format!(
+            "probe object {path} in buffer {} read back with other content",
+            buffer.location()
+        ))),
+        None => Err(LauncherError::Usage(format!(
+            "probe object {path} in buffer {} was written but cannot be read",
+            buffer.location()
+        ))),
+    }
+}
+
+fn bytes_of(text: &str) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(text.as_bytes())
+}
+
+async fn check_change_stream(config: &Config, args: &InitArgs, out: &mut Reporter<'_>) {
+    let stream = &config.spanner.change_stream;
+    let subject = format!("change stream {stream}");
+    let database = match SourceDatabase::connect(config, args.timeout).await {
+        Ok(database) => database,
+        Err(error) => {
+            out.fail(
+                subject,
+                format!("{error} (check spanner.database, spanner.endpoint and the credentials)"),
+            );
+            return;
+        }
+    };
+    let exists = match tokio::time::timeout(args.timeout, database.stream_exists(stream)).await {
+        Ok(Ok(exists)) => exists,
+        Ok(Err(error)) => {
+            out.fail(
+                subject,
+                format!("{error} (check spanner.database and that it exists)"),
+            );
+            return;
+        }
+        Err(_) => {
+            out.fail(
+                subject,
+                format!("{}: no answer within {:?}", database.name, args.timeout),
+            );
+            return;
+        }
+    };
+    let mut created = false;
+    if !exists {
+        if args.verify_only {
+            out.fail(
+                subject,
+                format!(
+                    "it does not exist in {}; run `revrepl init` without --verify-only to create \
+                     it, or: CREATE CHANGE STREAM {stream} FOR ALL OPTIONS (value_capture_type = \
+                     'NEW_ROW_AND_OLD_VALUES', retention_period = '7d')",
+                    database.name
+                ),
+            );
+            return;
+        }
+        match create_stream(config, args, &database).await {
+            Ok(()) => created = true,
+            Err(error) => {
+                out.fail(
+                    subject,
+                    format!(
+                        "cannot create it: {error} (check spanner.admin_endpoint and that the \
+                         credentials may change the schema (roles/spanner.databaseAdmin))"
+                    ),
+                );
+                return;
+            }
+        }
+    }
+    match check_stream(&database.client, &database.name, stream).await {
+        Ok(options) => {
+            let verb = if created { "created" } else { "exists" };
+            let summary = format!(
+                "{verb}: value_capture_type {}, retention {}",
+                options.value_capture_type, options.retention_text
+            );
+            let mut warnings = Vec::new();
+            if options.value_capture_type == "NEW_ROW" {
+                warnings.push(
+                    "NEW_ROW streams carry no old values, so deletes whose shard column is not a \
+                     key are routed with an extra stale read (NEW_ROW_AND_OLD_VALUES avoids it)"
+                        .to_string(),
+                );
+            }
+            if options.retention < RECOMMENDED_RETENTION {
+                warnings.push(format!(
+                    "a stopped reader must resume within {}; 7d is recommended: ALTER CHANGE \
+                     STREAM {stream} SET OPTIONS (retention_period = '7d')",
+                    options.retention_text
+                ));
+            }
+            if database.stream_watches_all(stream).await == Some(false) {
+                warnings.push(
+                    "it does not watch every table (not FOR ALL): changes to other tables are \
+                     not replicated"
+                        .to_string(),
+                );
+            }
+            if warnings.is_empty() {
+                out.ok(subject, summary);
+            } else {
+                out.warn(subject, format!("{summary}; {}", warnings.join("; ")));
+            }
+        }
+        Err(error) => out.fail(subject, error.to_string()),
+    }
+}
+
+async fn create_stream(
+    config: &Config,
+    args: &InitArgs,
+    database: &SourceDatabase,
+) -> Result<(), LauncherError> {
+    let ddl = create_stream_ddl(
+        &config.spanner.change_stream,
+        args.value_capture_type.as_str(),
+        &args.retention,
+    )?;
+    let admin = admin_client(config).await?;
+    tracing::info!(%ddl, database = %database.name, "creating the change stream");
+    apply_ddl(&admin, &database.name, vec![ddl], args.timeout).await
+}
+
+async fn check_metadata(config: &Config, args: &InitArgs, out: &mut Reporter<'_>) {
+    let subject = "metadata store";
+    let mut created_database = false;
+    if config.metadata.store == MetadataKind::Spanner && !args.verify_only {
+        match create_metadata_database(config, args.timeout).await {
+            Ok(created) => created_database = created,
+            Err(error) => {
+                out.fail(
+                    subject,
+                    format!(
+                        "{error} (check metadata.database, the admin endpoint and that the \
+                         credentials may create databases (roles/spanner.databaseAdmin))"
+                    ),
+                );
+                return;
+            }
+        }
+    }
+    let opened = if args.verify_only {
+        tokio::time::timeout(args.timeout, store::open_existing(config)).await
+    } else {
+        tokio::time::timeout(args.timeout, async {
+            revrepl_metadata::open_store(config, MissingTables::Create)
+                .await
+                .map_err(LauncherError::from)
+        })
+        .await
+    };
+    match opened {
+        Ok(Ok(store)) => {
+            let tables = store.tables();
+            let database = if created_database {
+                "database created; "
+            } else {
+                ""
+            };
+            out.ok(
+                format!("{subject} {}", store.location()),
+                format!(
+                    "{database}tables {}, {}, {}, {} ready",
+                    tables.run(),
+                    tables.create_progress(),
+                    tables.data_seen(),
+                    tables.process_progress()
+                ),
+            );
+        }
+        Ok(Err(error)) => out.fail(
+            subject,
+            format!(
+                "{error} (check the [metadata] section: store, path or database, table_suffix)"
+            ),
+        ),
+        Err(_) => out.fail(subject, format!("no answer within {:?}", args.timeout)),
+    }
+}
+
+/// Creates the Spanner metadata database when it does not exist (as the reference's launcher
+/// does); returns whether it was created.
+async fn create_metadata_database(
+    config: &Config,
+    timeout: Duration,
+) -> Result<bool, LauncherError> {
+    let options = &config.metadata;
+    let database = options.database.as_deref().ok_or_else(|| {
+        LauncherError::Usage(
+            "metadata.database is required when metadata.store = \"spanner\"".into(),
+        )
+    })?;
+    let endpoint = options
+        .admin_endpoint
+        .as_deref()
+        .or(config.spanner.admin_endpoint.as_deref());
+    let admin = admin_client_at(endpoint, database).await?;
+    ensure_database(&admin, database, timeout).await
+}

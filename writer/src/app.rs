@@ -1,0 +1,401 @@
+//! The writer as a program: configuration in, run modes (DESIGN §7), one task per shard.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::{Opts, SslOpts};
+use revrepl_config::Config;
+use revrepl_metadata::{
+    MetadataStore, MissingTables, ProcessProgress, ProcessStatus, RunId, RunRecord, open_store,
+};
+use revrepl_record::{Backoff, Classify, ErrorClass, ShardId, Timestamp, with_backoff};
+use revrepl_shard_routing::{
+    GoogleSecretManager, NoSecretManager, PasswordSource, Session, Shard, ShardsFile,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{ApplierConfig, ShardApplier, shard_connection_options};
+use crate::batch::BatchLimits;
+use crate::convert::SourceTimeZone;
+use crate::error::WriterError;
+use crate::mapping::SchemaMapping;
+use crate::shard_task::{ShardContext, ShardOutcome};
+use crate::telemetry::WriterMetrics;
+
+/// The writer's run modes (DESIGN §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterMode {
+    /// Every shard of the shards file, from the run's start (checkpoints skip what is applied).
+    Regular,
+    /// Every shard with progress: after its last `SUCCESS` window, or at its `ERROR` /
+    /// `REPROCESS` window (`resume` and `resumeAll` are the same).
+    ResumeAll,
+    /// Only shards whose status is `SUCCESS`.
+    ResumeSuccess,
+    /// Only shards whose status is `ERROR`, from the failed window.
+    ResumeFailed,
+    /// Only shards whose status is `REPROCESS`, from `file_start_interval`, applying again even
+    /// what the checkpoint says is applied.
+    Reprocess,
+}
+
+impl std::str::FromStr for WriterMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "regular" => Ok(Self::Regular),
+            "resume" | "resumeAll" => Ok(Self::ResumeAll),
+            "resumeSuccess" => Ok(Self::ResumeSuccess),
+            "resumeFailed" => Ok(Self::ResumeFailed),
+            "reprocess" => Ok(Self::Reprocess),
+            other => Err(format!(
+                "unknown writer mode {other:?} (regular, resume, resumeAll, resumeSuccess, \
+                 resumeFailed, reprocess)"
+            )),
+        }
+    }
+}
+
+/// Which shards this process applies: all, or a stable subset for one index of an Indexed Job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSubset {
+    /// This process's index, `0..count`.
+    pub index: u32,
+    /// How many processes share the shards.
+    pub count: u32,
+}
+
+impl ShardSubset {
+    /// Every shard.
+    pub const ALL: Self = Self { index: 0, count: 1 };
+
+    /// Whether `shard` belongs to this subset: by a hash of its id (FNV-1a), so that adding
+    /// or removing a shard moves no other shard between processes.
+    pub fn contains(&self, shard: &ShardId) -> bool {
+        let hash = shard
+            .as_str()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        hash % u64::from(self.count.max(1)) == u64::from(self.index)
+    }
+}
+
+/// How the writer's shards ended.
+#[derive(Debug, Default)]
+pub struct WriterSummary {
+    /// Shards that applied everything up to `until`.
+    pub finished: Vec<ShardId>,
+    /// Shards stopped by cancellation.
+    pub cancelled: Vec<ShardId>,
+    /// Shards stopped by an error, with the error text.
+    pub failed: Vec<(ShardId, String)>,
+}
+
+/// Runs the writer in `mode` until `until` (if given), `cancel`, or every shard stopped.
+pub async fn run(
+    config: &Config,
+    mode: WriterMode,
+    until: Option<Timestamp>,
+    subset: ShardSubset,
+    cancel: CancellationToken,
+) -> Result<WriterSummary, WriterError> {
+    if subset.count == 0 || subset.index >= subset.count {
+        return Err(WriterError::Config {
+            key: "shard-index".into(),
+            reason: format!(
+                "{} is not below --shard-count {}",
+                subset.index, subset.count
+            ),
+        });
+    }
+    let run_id = RunId::new(config.run_id.clone())?;
+    let writer = &config.writer;
+    let time_zone: SourceTimeZone =
+        writer
+            .source_time_zone
+            .parse()
+            .map_err(|e: crate::convert::TimeZoneError| WriterError::Config {
+                key: "writer.source_time_zone".into(),
+                reason: e.to_string(),
+            })?;
+    let mut mapping = match &config.session_file {
+        Some(path) => SchemaMapping::from_session(&Session::load(path)?),
+        None => SchemaMapping::identity(),
+    };
+    for column in &writer.ignore_columns {
+        mapping = mapping.ignoring_column_everywhere(column.clone());
+    }
+    let mapping = Arc::new(mapping);
+    let shards_file = ShardsFile::load(&config.shards_file)?;
+    let shards = resolve_passwords(&shards_file).await?;
+    let metadata = open_store(config, MissingTables::Create).await?;
+    let buffer = config.buffer.open().await?;
+    let retry = Backoff {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(30),
+        multiplier: 2,
+        max_attempts: None,
+    };
+    let Some(run) = wait_for_run(
+        &*metadata,
+        &run_id,
+        mode,
+        config.writer.poll_interval,
+        &cancel,
+    )
+    .await?
+    else {
+        return Ok(WriterSummary::default());
+    };
+    let starts = starting_points(&*metadata, &run, mode, &shards).await?;
+    let context = ShardContext {
+        run_id: run_id.clone(),
+        window: run.window(),
+        metadata: Arc::clone(&metadata),
+        buffer,
+        limits: BatchLimits {
+            max_records: writer.batch_max_records.max(1),
+            max_bytes: writer.batch_max_bytes.max(1),
+        },
+        retry,
+        poll_interval: writer.poll_interval,
+        until,
+        dead_letter: writer.dead_letter,
+        metrics: WriterMetrics::global(),
+    };
+    let tls = tls_options(config)?;
+    let mut tasks = JoinSet::new();
+    for shard in shards {
+        let id = shard.config.logical_shard_id.clone();
+        if !subset.contains(&id) {
+            continue;
+        }
+        let Some(start) = starts.get(&id).copied() else {
+            tracing::info!(shard = %id, ?mode, "shard skipped: no progress row for this mode");
+            continue;
+        };
+        let mut options = shard_connection_options(&shard);
+        if let Some(tls) = &tls {
+            options = options.ssl_opts(tls.clone());
+        }
+        let applier_config = ApplierConfig {
+            run_id: run_id.to_string(),
+            shard: id.clone(),
+            connection: Opts::from(options),
+            mapping: Arc::clone(&mapping),
+            time_zone,
+            limits: Default::default(),
+        };
+        let context = context.clone();
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let outcome = run_shard(&context, applier_config, start, mode, cancel).await;
+            (id, outcome)
+        });
+    }
+    let mut summary = WriterSummary::default();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((shard, ShardOutcome::ReachedUntil)) => summary.finished.push(shard),
+            Ok((shard, ShardOutcome::Cancelled)) => summary.cancelled.push(shard),
+            Ok((shard, ShardOutcome::Failed(error))) => {
+                summary.failed.push((shard, error.to_string()));
+            }
+            Err(e) => {
+                return Err(WriterError::Config {
+                    key: "task".into(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// Connects the shard's applier (retrying forever while the shard is unreachable) and runs it.
+async fn run_shard(
+    context: &ShardContext,
+    config: ApplierConfig,
+    start: Timestamp,
+    mode: WriterMode,
+    cancel: CancellationToken,
+) -> ShardOutcome {
+    let shard = config.shard.clone();
+    let on_retry = |error: &WriterError, delay: Duration| {
+        tracing::warn!(%shard, %error, ?delay, "connecting to the shard failed; retrying");
+        context.metrics.retry(&shard);
+    };
+    let connected = tokio::select! {
+        () = cancel.cancelled() => return ShardOutcome::Cancelled,
+        connected = with_backoff(context.retry.forever(), on_retry, || ShardApplier::connect(config.clone())) => connected,
+    };
+    let applier = match connected {
+        Ok(applier) => applier,
+        Err(error) => return ShardOutcome::Failed(error),
+    };
+    let mut from = start;
+    if mode == WriterMode::Reprocess {
+        match context.window.window_of(start) {
+            Ok(window) => {
+                if let Err(error) = applier.rewind_checkpoint(window).await {
+                    return ShardOutcome::Failed(error);
+                }
+            }
+            Err(e) => {
+                return ShardOutcome::Failed(WriterError::Config {
+                    key: "file_start_interval".into(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    } else {
+        // Files before the checkpoint's window are applied already: do not read them again.
+        match applier.read_checkpoint().await {
+            Ok(Some(checkpoint)) => from = from.max(checkpoint.window.start()),
+            Ok(None) => {}
+            Err(error) => return ShardOutcome::Failed(error),
+        }
+    }
+    let outcome = context.run(&applier, from, cancel).await;
+    applier.close().await;
+    outcome
+}
+
+/// The run's record; in regular mode waits for the reader to record it.
+async fn wait_for_run(
+    metadata: &dyn MetadataStore,
+    run_id: &RunId,
+    mode: WriterMode,
+    poll: Duration,
+    cancel: &CancellationToken,
+) -> Result<Option<RunRecord>, WriterError> {
+    loop {
+        match metadata.run(run_id).await {
+            Ok(Some(run)) => return Ok(Some(run)),
+            Ok(None) if mode == WriterMode::Regular => {
+                tracing::info!(%run_id, "waiting for the reader to record the run");
+            }
+            Ok(None) => {
+                return Err(metadata.require_run(run_id).await.err().map_or_else(
+                    || WriterError::Config {
+                        key: "run_id".into(),
+                        reason: format!("run {run_id} is not recorded"),
+                    },
+                    WriterError::from,
+                ));
+            }
+            Err(error) if error.class() == ErrorClass::Transient => {
+                tracing::warn!(%error, "reading the run failed; retrying");
+            }
+            Err(error) => return Err(error.into()),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(None),
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Where each shard starts in `mode`; shards without a start are not applied.
+async fn starting_points(
+    metadata: &dyn MetadataStore,
+    run: &RunRecord,
+    mode: WriterMode,
+    shards: &[Shard],
+) -> Result<BTreeMap<ShardId, Timestamp>, WriterError> {
+    if mode == WriterMode::Regular {
+        return Ok(shards
+            .iter()
+            .map(|s| (s.config.logical_shard_id.clone(), run.start()))
+            .collect());
+    }
+    let status = match mode {
+        WriterMode::ResumeSuccess => Some(ProcessStatus::Success),
+        WriterMode::ResumeFailed => Some(ProcessStatus::Error),
+        WriterMode::Reprocess => Some(ProcessStatus::Reprocess),
+        WriterMode::Regular | WriterMode::ResumeAll => None,
+    };
+    let rows: Vec<ProcessProgress> = metadata.list_process_progress(run.run_id(), status).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let from = row.resume_from(run.window());
+            (row.shard, from)
+        })
+        .collect())
+}
+
+/// Fetches every shard's password; Secret Manager only when a shard uses it.
+async fn resolve_passwords(shards: &ShardsFile) -> Result<Vec<Shard>, WriterError> {
+    let uses_secret_manager = shards
+        .shards()
+        .iter()
+        .any(|s| matches!(s.password, PasswordSource::SecretManager(_)));
+    if uses_secret_manager {
+        let manager = GoogleSecretManager::connect().await?;
+        Ok(shards.resolve(&manager).await?)
+    } else {
+        Ok(shards.resolve(&NoSecretManager).await?)
+    }
+}
+
+/// TLS settings for every shard: a CA file (verified), or the system roots.
+fn tls_options(config: &Config) -> Result<Option<SslOpts>, WriterError> {
+    let writer = &config.writer;
+    match &writer.tls_ca_file {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(WriterError::Config {
+                    key: "writer.tls_ca_file".into(),
+                    reason: format!("{} does not exist", path.display()),
+                });
+            }
+            Ok(Some(
+                SslOpts::default().with_root_certs(vec![path.clone().into()]),
+            ))
+        }
+        None if writer.tls => Ok(Some(SslOpts::default())),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_mode_name_of_the_reference() {
+        for (name, mode) in [
+            ("regular", WriterMode::Regular),
+            ("resume", WriterMode::ResumeAll),
+            ("resumeAll", WriterMode::ResumeAll),
+            ("resumeSuccess", WriterMode::ResumeSuccess),
+            ("resumeFailed", WriterMode::ResumeFailed),
+            ("reprocess", WriterMode::Reprocess),
+        ] {
+            assert_eq!(name.parse::<WriterMode>(), Ok(mode));
+        }
+        assert!("resumeall".parse::<WriterMode>().is_err());
+    }
+
+    #[test]
+    fn shard_subsets_partition_the_shards_stably() {
+        let shards: Vec<ShardId> = (0..100)
+            .map(|i| ShardId::new(format!("shard-{i}")).expect("id"))
+            .collect();
+        let count = 4;
+        let mut seen = 0;
+        for index in 0..count {
+            let subset = ShardSubset { index, count };
+            let mine = shards.iter().filter(|s| subset.contains(s)).count();
+            assert!(mine > 10, "index {index} got {mine} of 100");
+            seen += mine;
+        }
+        assert_eq!(seen, 100, "every shard in exactly one subset");
+        assert!(shards.iter().all(|s| ShardSubset::ALL.contains(s)));
+    }
+}

@@ -1,0 +1,493 @@
+//! One shard's replication loop (DESIGN §6): wait for the reader, read the shard's window files
+//! in order, and apply them with the checkpointed applier.
+//!
+//! Invariants:
+//! - Windows are applied strictly in order; a window is read only once the reader's
+//!   `created_upto` for the shard covers its end, and windows without a `data_seen` row are
+//!   skipped in one step.
+//! - `shard_file_process_progress` says `SUCCESS` only for windows whose changes are committed
+//!   in MySQL (the applier's checkpoint commits with the data, so a crash between the two
+//!   replays nothing: the checkpoint skips what was applied).
+//! - A definite error stops this shard with `ERROR` at the failing window (or, with the
+//!   dead-letter policy, sets the failing transaction aside in `dlq/` and goes on); transient
+//!   errors are retried forever with jittered backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use revrepl_metadata::{MetadataStore, ProcessProgress, ProcessStatus, RunId};
+use revrepl_record::{
+    Backoff, BufferStore, Classify, Destination, ErrorClass, PutOutcome, ShardId, Timestamp,
+    Window, WindowDuration, WindowFileName, decode_window_file, with_backoff,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::ShardApplier;
+use crate::batch::{BatchLimits, SpannerTransaction, batches};
+use crate::error::WriterError;
+use crate::telemetry::WriterMetrics;
+
+/// Most windows listed from the metadata store per query.
+const WINDOWS_PER_QUERY: usize = 256;
+
+/// What one shard's task needs besides its applier.
+#[derive(Debug, Clone)]
+pub struct ShardContext {
+    /// The run.
+    pub run_id: RunId,
+    /// The run's window length.
+    pub window: WindowDuration,
+    /// Where progress is read and recorded.
+    pub metadata: Arc<dyn MetadataStore>,
+    /// Where window files are.
+    pub buffer: Arc<dyn BufferStore>,
+    /// Size of MySQL transactions.
+    pub limits: BatchLimits,
+    /// Backoff of transient errors (retried forever).
+    pub retry: Backoff,
+    /// How often to look for new windows once caught up.
+    pub poll_interval: Duration,
+    /// Stop after the window that ends at or after this time.
+    pub until: Option<Timestamp>,
+    /// Set failing transactions aside in `dlq/` instead of stopping the shard.
+    pub dead_letter: bool,
+    /// Counters.
+    pub metrics: WriterMetrics,
+}
+
+/// How a shard's task ended.
+#[derive(Debug)]
+pub enum ShardOutcome {
+    /// Every window up to `until` is applied.
+    ReachedUntil,
+    /// Stopped by cancellation; progress is recorded up to the last applied window.
+    Cancelled,
+    /// Stopped by a definite or fatal error; recorded as `ERROR` when definite.
+    Failed(WriterError),
+}
+
+enum Step {
+    Continue,
+    Stop(ShardOutcome),
+}
+
+impl ShardContext {
+    fn until_end(&self) -> Option<Timestamp> {
+        let until = self.until?;
+        let containing = self.window.window_of(until).ok()?;
+        Some(if containing.start() == until {
+            until
+        } else {
+            containing.end()
+        })
+    }
+
+    async fn retrying<T, F, Fut>(
+        &self,
+        shard: &ShardId,
+        what: &'static str,
+        cancel: &CancellationToken,
+        op: F,
+    ) -> Option<Result<T, WriterError>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, WriterError>>,
+    {
+        let on_retry = |error: &WriterError, delay: Duration| {
+            tracing::warn!(%shard, %error, ?delay, "{what} failed; retrying");
+            self.metrics.retry(shard);
+        };
+        tokio::select! {
+            () = cancel.cancelled() => None,
+            result = with_backoff(self.retry.forever(), on_retry, op) => Some(result),
+        }
+    }
+
+    /// Runs the shard from the window starting at `from` (aligned down to the grid).
+    pub async fn run(
+        &self,
+        applier: &ShardApplier,
+        from: Timestamp,
+        cancel: CancellationToken,
+    ) -> ShardOutcome {
+        let shard = applier.shard().clone();
+        let mut next = match self.window.window_of(from) {
+            Ok(window) => window,
+            Err(e) => {
+                return ShardOutcome::Failed(WriterError::Config {
+                    key: "start".into(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        self.metrics.shard_failed(&shard, false);
+        tracing::info!(%shard, from = %next.start(), "shard started");
+        loop {
+            match self.step(applier, &shard, &mut next, &cancel).await {
+                Step::Continue => {}
+                Step::Stop(outcome) => {
+                    if let ShardOutcome::Failed(error) = &outcome {
+                        self.metrics.shard_failed(&shard, true);
+                        tracing::error!(%shard, window = %next, %error, "shard stopped");
+                    }
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    /// Applies what the reader has created beyond `next`, or waits once for it.
+    async fn step(
+        &self,
+        applier: &ShardApplier,
+        shard: &ShardId,
+        next: &mut Window,
+        cancel: &CancellationToken,
+    ) -> Step {
+        let until_end = self.until_end();
+        if until_end.is_some_and(|end| next.start() >= end) {
+            return Step::Stop(ShardOutcome::ReachedUntil);
+        }
+        let created = self
+            .retrying(shard, "reading created_upto", cancel, || async {
+                Ok(self.metadata.created_upto(&self.run_id, shard).await?)
+            })
+            .await;
+        let created = match created {
+            None => return Step::Stop(ShardOutcome::Cancelled),
+            Some(Err(e)) => return Step::Stop(ShardOutcome::Failed(e)),
+            Some(Ok(created)) => created,
+        };
+        let ready_up_to = match (created, until_end) {
+            (Some(created), Some(end)) => created.min(end),
+            (Some(created), None) => created,
+            (None, _) => Timestamp::EPOCH,
+        };
+        if ready_up_to < next.end() {
+            self.metrics.reader_wait(shard);
+            tokio::select! {
+                () = cancel.cancelled() => return Step::Stop(ShardOutcome::Cancelled),
+                () = tokio::time::sleep(self.poll_interval) => return Step::Continue,
+            }
+        }
+        let listed = self
+            .retrying(shard, "listing windows with data", cancel, || async {
+                Ok(self
+                    .metadata
+                    .windows_with_data(
+                        &self.run_id,
+                        shard,
+                        next.end()..=ready_up_to,
+                        WINDOWS_PER_QUERY,
+                    )
+                    .await?)
+            })
+            .await;
+        let ends = match listed {
+            None => return Step::Stop(ShardOutcome::Cancelled),
+            Some(Err(e)) => return Step::Stop(ShardOutcome::Failed(e)),
+            Some(Ok(ends)) => ends,
+        };
+        let complete = ends.len() < WINDOWS_PER_QUERY;
+        for end in ends {
+            let window = match self.window_ending_at(end) {
+                Ok(window) => window,
+                Err(e) => return Step::Stop(ShardOutcome::Failed(e)),
+            };
+            if let Some(outcome) = self.apply_window(applier, shard, window, cancel).await {
+                return Step::Stop(outcome);
+            }
+            if let Some(outcome) = self.record_success(shard, window, cancel).await {
+                return Step::Stop(outcome);
+            }
+            *next = match window.next() {
+                Ok(window) => window,
+                Err(e) => {
+                    return Step::Stop(ShardOutcome::Failed(WriterError::Config {
+                        key: "window".into(),
+                        reason: e.to_string(),
+                    }));
+                }
+            };
+        }
+        // Every window up to `ready_up_to` without a data_seen row is empty: skip them at once.
+        if complete && next.end() <= ready_up_to {
+            let last = match self.window_ending_at(ready_up_to) {
+                Ok(window) => window,
+                Err(e) => return Step::Stop(ShardOutcome::Failed(e)),
+            };
+            if let Some(outcome) = self.record_success(shard, last, cancel).await {
+                return Step::Stop(outcome);
+            }
+            *next = match last.next() {
+                Ok(window) => window,
+                Err(e) => {
+                    return Step::Stop(ShardOutcome::Failed(WriterError::Config {
+                        key: "window".into(),
+                        reason: e.to_string(),
+                    }));
+                }
+            };
+        }
+        Step::Continue
+    }
+
+    fn window_ending_at(&self, end: Timestamp) -> Result<Window, WriterError> {
+        let start = Timestamp::from_nanos(
+            end.as_nanos() - i128::from(self.window.seconds()) * 1_000_000_000,
+        )
+        .ok()
+        .and_then(|start| Window::from_bounds(start, end));
+        start.ok_or_else(|| WriterError::Config {
+            key: "window".into(),
+            reason: format!("no window ends at {end}"),
+        })
+    }
+
+    async fn record_success(
+        &self,
+        shard: &ShardId,
+        window: Window,
+        cancel: &CancellationToken,
+    ) -> Option<ShardOutcome> {
+        self.record_status(shard, window, ProcessStatus::Success, cancel)
+            .await
+    }
+
+    async fn record_status(
+        &self,
+        shard: &ShardId,
+        window: Window,
+        status: ProcessStatus,
+        cancel: &CancellationToken,
+    ) -> Option<ShardOutcome> {
+        let progress = ProcessProgress {
+            shard: shard.clone(),
+            status,
+            file_start_interval: window.start(),
+        };
+        let written = self
+            .retrying(shard, "recording progress", cancel, || async {
+                Ok(self
+                    .metadata
+                    .set_process_progress(&self.run_id, &progress)
+                    .await?)
+            })
+            .await;
+        match written {
+            None => Some(ShardOutcome::Cancelled),
+            Some(Err(e)) => Some(ShardOutcome::Failed(e)),
+            Some(Ok(())) => None,
+        }
+    }
+
+    /// Reads, checks and applies one window's file; `Some` when the shard must stop.
+    async fn apply_window(
+        &self,
+        applier: &ShardApplier,
+        shard: &ShardId,
+        window: Window,
+        cancel: &CancellationToken,
+    ) -> Option<ShardOutcome> {
+        let path = WindowFileName::new(Destination::Shard(shard.clone()), window).path();
+        let transactions = match self.read_window(shard, window, &path, cancel).await {
+            Ok(Some(transactions)) => transactions,
+            Ok(None) => return Some(ShardOutcome::Cancelled),
+            Err(error) => return Some(self.fail(shard, window, error, cancel).await),
+        };
+        for batch in batches(&transactions, self.limits) {
+            let applied = self
+                .apply_batch(applier, shard, window, batch, cancel)
+                .await;
+            match applied {
+                None => return Some(ShardOutcome::Cancelled),
+                Some(Ok(())) => {}
+                Some(Err(error)) if error.class() == ErrorClass::Definite && self.dead_letter => {
+                    if let Some(outcome) = self
+                        .apply_one_by_one(applier, shard, window, batch, &path, cancel)
+                        .await
+                    {
+                        return Some(outcome);
+                    }
+                }
+                Some(Err(error)) => return Some(self.fail(shard, window, error, cancel).await),
+            }
+        }
+        None
+    }
+
+    async fn read_window(
+        &self,
+        shard: &ShardId,
+        window: Window,
+        path: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Vec<SpannerTransaction>>, WriterError> {
+        let read = self
+            .retrying(shard, "reading a window file", cancel, || async {
+                Ok(self.buffer.get(path).await?)
+            })
+            .await;
+        let bytes = match read {
+            None => return Ok(None),
+            Some(result) => result?,
+        };
+        let bytes = bytes.ok_or_else(|| WriterError::MissingFile {
+            shard: shard.clone(),
+            location: self.buffer.location().to_string(),
+            path: path.to_string(),
+        })?;
+        let records = decode_window_file(&bytes).map_err(|source| WriterError::MalformedFile {
+            shard: shard.clone(),
+            path: path.to_string(),
+            source,
+        })?;
+        for record in &records {
+            let misplaced = if !window.contains(record.commit_timestamp) {
+                Some(format!(
+                    "a record committed at {} lies outside the file's window {window}",
+                    record.commit_timestamp
+                ))
+            } else if record.shard != shard.as_str() {
+                Some(format!(
+                    "a record of shard {:?} is in this shard's file",
+                    record.shard
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = misplaced {
+                return Err(WriterError::MisplacedRecord {
+                    shard: shard.clone(),
+                    path: path.to_string(),
+                    reason,
+                });
+            }
+        }
+        self.metrics.file_read(shard, records.len());
+        Ok(Some(SpannerTransaction::group(records)))
+    }
+
+    async fn apply_batch(
+        &self,
+        applier: &ShardApplier,
+        shard: &ShardId,
+        window: Window,
+        batch: &[SpannerTransaction],
+        cancel: &CancellationToken,
+    ) -> Option<Result<(), WriterError>> {
+        let applied = self
+            .retrying(shard, "applying a batch", cancel, || {
+                applier.apply_batch(window, batch)
+            })
+            .await?;
+        Some(applied.map(|outcome| {
+            if outcome.applied_transactions > 0 {
+                let commits: Vec<(Timestamp, usize)> = batch
+                    .iter()
+                    .map(|t| (t.commit_timestamp(), t.len()))
+                    .collect();
+                self.metrics.applied(shard, &commits);
+            }
+        }))
+    }
+
+    /// After a definite error with the dead-letter policy: applies the batch's transactions
+    /// one by one and sets each failing one aside in `dlq/<shard>/`.
+    async fn apply_one_by_one(
+        &self,
+        applier: &ShardApplier,
+        shard: &ShardId,
+        window: Window,
+        batch: &[SpannerTransaction],
+        path: &str,
+        cancel: &CancellationToken,
+    ) -> Option<ShardOutcome> {
+        for transaction in batch {
+            let one = std::slice::from_ref(transaction);
+            match self.apply_batch(applier, shard, window, one, cancel).await {
+                None => return Some(ShardOutcome::Cancelled),
+                Some(Ok(())) => {}
+                Some(Err(error)) if error.class() == ErrorClass::Definite => {
+                    if let Err(dlq_error) = self
+                        .dead_letter(shard, window, transaction, path, &error, cancel)
+                        .await
+                    {
+                        return Some(self.fail(shard, window, dlq_error, cancel).await);
+                    }
+                }
+                Some(Err(error)) => return Some(self.fail(shard, window, error, cancel).await),
+            }
+        }
+        None
+    }
+
+    async fn dead_letter(
+        &self,
+        shard: &ShardId,
+        window: Window,
+        transaction: &SpannerTransaction,
+        path: &str,
+        error: &WriterError,
+        cancel: &CancellationToken,
+    ) -> Result<(), WriterError> {
+        let name = format!(
+            "dlq/{shard}/{}-{}/{}-{}.json",
+            window.start().to_rfc3339_millis(),
+            window.end().to_rfc3339_millis(),
+            transaction.commit_timestamp().to_rfc3339(),
+            sanitize(transaction.server_transaction_id()),
+        );
+        let body = serde_json::json!({
+            "shard": shard.as_str(),
+            "file": path,
+            "error": error.to_string(),
+            "records": transaction.records(),
+        });
+        let bytes = bytes::Bytes::from(body.to_string());
+        let written = self
+            .retrying(shard, "writing a dead letter", cancel, || async {
+                Ok(self.buffer.put_if_absent(&name, bytes.clone()).await?)
+            })
+            .await;
+        match written {
+            None | Some(Ok(PutOutcome::Created | PutOutcome::AlreadyExists)) => {
+                tracing::warn!(%shard, %error, dead_letter = %name, "transaction set aside");
+                self.metrics.dead_letter(shard);
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// Records `ERROR` at `window` for a definite error and returns the outcome.
+    async fn fail(
+        &self,
+        shard: &ShardId,
+        window: Window,
+        error: WriterError,
+        cancel: &CancellationToken,
+    ) -> ShardOutcome {
+        if error.class() == ErrorClass::Definite
+            && let Some(outcome) = self
+                .record_status(shard, window, ProcessStatus::Error, cancel)
+                .await
+        {
+            return outcome;
+        }
+        ShardOutcome::Failed(error)
+    }
+}
+
+/// Keeps a transaction id usable as part of an object name.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '=' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,109 @@
+//! The writer's metrics, through the OpenTelemetry metrics API (exported by whatever meter
+//! provider the binary installs; no-op otherwise). Every instrument has a `shard` attribute.
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
+use revrepl_record::{ShardId, Timestamp};
+
+/// Instruments of the writer; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WriterMetrics {
+    files_read: Counter<u64>,
+    records_read: Counter<u64>,
+    records_applied: Counter<u64>,
+    replication_lag: Histogram<f64>,
+    retries: Counter<u64>,
+    reader_waits: Counter<u64>,
+    dead_lettered: Counter<u64>,
+    failed: Gauge<u64>,
+}
+
+impl WriterMetrics {
+    /// Instruments from the global meter provider.
+    pub fn global() -> Self {
+        Self::new(&opentelemetry::global::meter("revrepl-writer"))
+    }
+
+    /// Instruments from `meter`.
+    pub fn new(meter: &Meter) -> Self {
+        Self {
+            files_read: meter
+                .u64_counter("revrepl.writer.files_read")
+                .with_description("Window files read from the buffer")
+                .build(),
+            records_read: meter
+                .u64_counter("revrepl.writer.records_read")
+                .with_description("Records read from window files")
+                .build(),
+            records_applied: meter
+                .u64_counter("revrepl.writer.records_applied")
+                .with_description("Records applied to MySQL (not counting ones already applied)")
+                .build(),
+            replication_lag: meter
+                .f64_histogram("revrepl.writer.replication_lag")
+                .with_unit("s")
+                .with_description("Spanner commit to MySQL commit, per record")
+                .with_boundaries(vec![
+                    0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+                    3600.0,
+                ])
+                .build(),
+            retries: meter
+                .u64_counter("revrepl.writer.retries")
+                .with_description("Transient MySQL or store errors retried")
+                .build(),
+            reader_waits: meter
+                .u64_counter("revrepl.writer.reader_waits")
+                .with_description("Polls that found the reader had not created the next window")
+                .build(),
+            dead_lettered: meter
+                .u64_counter("revrepl.writer.dead_lettered")
+                .with_description("Spanner transactions written to dlq/ instead of applied")
+                .build(),
+            failed: meter
+                .u64_gauge("revrepl.writer.shard_failed")
+                .with_description("1 while a shard is stopped by a definite error, else 0")
+                .build(),
+        }
+    }
+
+    fn shard(shard: &ShardId) -> [KeyValue; 1] {
+        [KeyValue::new("shard", shard.to_string())]
+    }
+
+    pub(crate) fn file_read(&self, shard: &ShardId, records: usize) {
+        let attributes = Self::shard(shard);
+        self.files_read.add(1, &attributes);
+        self.records_read.add(records as u64, &attributes);
+    }
+
+    pub(crate) fn applied(&self, shard: &ShardId, commits: &[(Timestamp, usize)]) {
+        let attributes = Self::shard(shard);
+        let now = Timestamp::from(chrono::Utc::now()).as_nanos();
+        let mut total = 0;
+        for (commit, records) in commits {
+            let lag = ((now - commit.as_nanos()) as f64 / 1e9).max(0.0);
+            for _ in 0..*records {
+                self.replication_lag.record(lag, &attributes);
+            }
+            total += *records as u64;
+        }
+        self.records_applied.add(total, &attributes);
+    }
+
+    pub(crate) fn retry(&self, shard: &ShardId) {
+        self.retries.add(1, &Self::shard(shard));
+    }
+
+    pub(crate) fn reader_wait(&self, shard: &ShardId) {
+        self.reader_waits.add(1, &Self::shard(shard));
+    }
+
+    pub(crate) fn dead_letter(&self, shard: &ShardId) {
+        self.dead_lettered.add(1, &Self::shard(shard));
+    }
+
+    pub(crate) fn shard_failed(&self, shard: &ShardId, failed: bool) {
+        self.failed.record(u64::from(failed), &Self::shard(shard));
+    }
+}

@@ -1,0 +1,464 @@
+//! The `revrepl-writer` binary against real MariaDB shards, a real local buffer of window files
+//! and a real SQLite metadata store: exactly-once apply across SIGKILLs, a shard stopped for
+//! 20 s, a definite error then `resumeFailed`, `reprocess`, and reference-style files.
+//!
+//! Windows are generated here (as the reader would write them) so every expectation is exact.
+//! Triggers count every row change MySQL applies, so a batch applied twice shows.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use revrepl_metadata::{
+    CreatedWindows, MetadataStore, MissingTables, ProcessProgress, ProcessStatus, RunId, RunRecord,
+    SqliteMetadataStore, SqliteOptions,
+};
+use revrepl_record::buffer::LocalDirectory;
+use revrepl_record::{
+    BufferStore, ChangeRecord, Destination, Mod, ModType, ShardId, Timestamp, Window,
+    WindowDuration, WindowFileEncoder, WindowFileName,
+};
+use revrepl_test_services::MariaDb;
+use serde_json::json;
+
+const RUN: &str = "wrun";
+const START: i64 = 1_700_000_000;
+
+const SCHEMA: [&str; 5] = [
+    "CREATE TABLE users (id BIGINT PRIMARY KEY, name VARCHAR(64), score DOUBLE)",
+    "CREATE TABLE applied (id BIGINT PRIMARY KEY, changes INT NOT NULL)",
+    "CREATE TRIGGER users_ai AFTER INSERT ON users FOR EACH ROW \
+     INSERT INTO applied VALUES (NEW.id, 1) ON DUPLICATE KEY UPDATE changes = changes + 1",
+    "CREATE TRIGGER users_au AFTER UPDATE ON users FOR EACH ROW \
+     INSERT INTO applied VALUES (NEW.id, 1) ON DUPLICATE KEY UPDATE changes = changes + 1",
+    "CREATE TRIGGER users_ad AFTER DELETE ON users FOR EACH ROW \
+     INSERT INTO applied VALUES (OLD.id, 1) ON DUPLICATE KEY UPDATE changes = changes + 1",
+];
+
+fn window_duration() -> WindowDuration {
+    "1s".parse().expect("duration")
+}
+
+fn window(index: i64) -> Window {
+    window_duration()
+        .window_of(Timestamp::new(START + index, 0).expect("ts"))
+        .expect("window")
+}
+
+/// The final state the shard must reach, and how many changes each key must see.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Expected {
+    rows: BTreeMap<i64, (String, f64)>,
+    changes: BTreeMap<i64, i64>,
+}
+
+/// Generates `windows` windows of random transactions for `shard` and returns the files (path,
+/// bytes) plus the expected outcome. `unordered` writes lines in reverse, as the reference may.
+fn generate(
+    shard: &str,
+    windows: i64,
+    seed: u64,
+    unordered: bool,
+) -> (Vec<(Window, Bytes)>, Expected) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut expected = Expected::default();
+    let mut files = Vec::new();
+    let mut next_txn = 0u64;
+    for w in 0..windows {
+        let window = window(w);
+        let mut records: Vec<(ChangeRecord, u32)> = Vec::new();
+        for t in 0..rng.random_range(1..8) {
+            next_txn += 1;
+            let commit = Timestamp::new(START + w, (t as u32) * 100_000_000 + 7).expect("ts");
+            let ops = rng.random_range(1..4);
+            for seq in 0..ops {
+                let id: i64 = rng.random_range(1..40);
+                let exists = expected.rows.contains_key(&id);
+                let mod_type = match rng.random_range(0..10) {
+                    0..=1 if exists => ModType::Delete,
+                    _ if exists => ModType::Update,
+                    _ => ModType::Insert,
+                };
+                let name = format!("n{id}-{w}-{t}-{seq} 'q' \\ é");
+                let score = f64::from(rng.random_range(0..1000)) / 8.0;
+                let new_values = match mod_type {
+                    ModType::Delete => json!({}),
+                    _ => json!({"name": name, "score": score}),
+                };
+                match mod_type {
+                    ModType::Delete => {
+                        expected.rows.remove(&id);
+                    }
+                    _ => {
+                        expected.rows.insert(id, (name.clone(), score));
+                    }
+                }
+                *expected.changes.entry(id).or_default() += 1;
+                let record = ChangeRecord {
+                    commit_timestamp: commit,
+                    server_transaction_id: format!("txn-{next_txn:06}"),
+                    record_sequence: format!("{seq:08}"),
+                    table_name: "users".into(),
+                    mods: [Mod {
+                        keys_json: json!({"id": id.to_string()}).to_string(),
+                        old_values_json: "{}".into(),
+                        new_values_json: new_values.to_string(),
+                    }],
+                    mod_type,
+                    number_of_records_in_transaction: ops,
+                    transaction_tag: String::new(),
+                    shard: shard.into(),
+                };
+                records.push((record, 0));
+            }
+        }
+        let bytes = if unordered {
+            let lines: Vec<String> = records
+                .iter()
+                .rev()
+                .map(|(r, _)| {
+                    serde_json::to_string(r)
+                        .expect("json")
+                        .replace('=', "\\u003d")
+                })
+                .collect();
+            Bytes::from(lines.join("\n") + "\n")
+        } else {
+            let mut encoder = WindowFileEncoder::new();
+            for (record, index) in &records {
+                encoder.push(record, *index).expect("encode");
+            }
+            encoder.finish()
+        };
+        files.push((window, bytes));
+    }
+    (files, expected)
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    shards: Vec<MariaDb>,
+    metadata: Arc<SqliteMetadataStore>,
+    config: PathBuf,
+    expected: BTreeMap<String, Expected>,
+    windows: i64,
+}
+
+impl Setup {
+    /// `shards` MariaDB shards, each with `windows` windows of data in the buffer and recorded
+    /// in the metadata store.
+    async fn new(shards: usize, windows: i64, unordered: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let servers = MariaDb::start_many(shards).expect("mariadb");
+        let mut shard_entries = Vec::new();
+        for (i, server) in servers.iter().enumerate() {
+            let mut conn = connect(&server.url()).await;
+            conn.query_drop("CREATE DATABASE app")
+                .await
+                .expect("create database");
+            conn.query_drop("USE app").await.expect("use");
+            for statement in SCHEMA {
+                conn.query_drop(statement).await.expect("schema");
+            }
+            shard_entries.push(
+                json!({"logicalShardId": format!("s{i}"), "host": "127.0.0.1",
+                "port": server.port(), "user": "root", "password": "", "dbName": "app"}),
+            );
+        }
+        std::fs::write(
+            dir.path().join("shards.json"),
+            json!(shard_entries).to_string(),
+        )
+        .expect("shards file");
+        let metadata =
+            SqliteMetadataStore::open(dir.path().join("meta.db"), SqliteOptions::default())
+                .await
+                .expect("sqlite");
+        metadata
+            .ensure_tables(MissingTables::Create)
+            .await
+            .expect("tables");
+        let run_id = RunId::new(RUN).expect("run id");
+        let start = Timestamp::new(START, 0).expect("ts");
+        metadata
+            .record_run(&RunRecord::new(run_id.clone(), start, window_duration()).expect("run"))
+            .await
+            .expect("record run");
+        let ids: Vec<ShardId> = (0..shards)
+            .map(|i| ShardId::new(format!("s{i}")).expect("id"))
+            .collect();
+        metadata
+            .register_shards(&run_id, &ids, start)
+            .await
+            .expect("register");
+        let buffer = LocalDirectory::new(dir.path().join("buffer"));
+        let mut expected = BTreeMap::new();
+        let mut seen = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let (files, outcome) = generate(id.as_str(), windows, 100 + i as u64, unordered);
+            for (window, bytes) in files {
+                let path = WindowFileName::new(Destination::Shard(id.clone()), window).path();
+                buffer.put_if_absent(&path, bytes).await.expect("put");
+                seen.push((id.clone(), window.end()));
+            }
+            expected.insert(id.to_string(), outcome);
+        }
+        let upto = window(windows - 1).end();
+        let created = CreatedWindows::new(upto, ids.clone(), seen).expect("windows");
+        metadata
+            .record_windows(&run_id, &created)
+            .await
+            .expect("record windows");
+        let config = dir.path().join("revrepl.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"run_id = "{RUN}"
+shards_file = "{dir}/shards.json"
+[spanner]
+database = "projects/p/instances/i/databases/unused"
+change_stream = "unused"
+[buffer]
+url = "{dir}/buffer"
+[metadata]
+path = "{dir}/meta.db"
+[writer]
+batch_max_records = 20
+poll_interval = "200ms"
+"#,
+                dir = dir.path().display()
+            ),
+        )
+        .expect("config");
+        Self {
+            dir,
+            shards: servers,
+            metadata: Arc::new(metadata),
+            config,
+            expected,
+            windows,
+        }
+    }
+
+    fn until(&self) -> Timestamp {
+        window(self.windows - 1).end()
+    }
+
+    fn spawn(&self, mode: &str, extra: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("writer.log"))
+            .expect("log");
+        Command::new(env!("CARGO_BIN_EXE_revrepl-writer"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--mode", mode, "--until", &self.until().to_rfc3339()])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn revrepl-writer")
+    }
+
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("writer.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    async fn state(&self, shard: usize) -> Expected {
+        let mut conn = connect(&format!("{}/app", self.shards[shard].url())).await;
+        let rows: Vec<(i64, String, f64)> = conn
+            .query("SELECT id, name, score FROM users ORDER BY id")
+            .await
+            .expect("rows");
+        let changes: Vec<(i64, i64)> = conn
+            .query("SELECT id, changes FROM applied ORDER BY id")
+            .await
+            .expect("changes");
+        Expected {
+            rows: rows.into_iter().map(|(id, n, s)| (id, (n, s))).collect(),
+            changes: changes.into_iter().collect(),
+        }
+    }
+
+    async fn status(&self, shard: &str) -> Option<ProcessProgress> {
+        let run = RunId::new(RUN).expect("run");
+        self.metadata
+            .process_progress(&run, &ShardId::new(shard).expect("id"))
+            .await
+            .expect("progress")
+    }
+}
+
+async fn connect(url: &str) -> Conn {
+    Conn::new(Opts::from_url(url).expect("url"))
+        .await
+        .expect("connect")
+}
+
+fn wait_exit(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            panic!("revrepl-writer did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn finish(setup: &Setup, mode: &str) -> std::process::ExitStatus {
+    let mut child = setup.spawn(mode, &[]);
+    tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(180)))
+        .await
+        .expect("join")
+}
+
+#[tokio::test]
+async fn killed_writers_resume_to_the_exact_state_applying_nothing_twice() {
+    let setup = Setup::new(1, 300, false).await;
+    let mut rng = rand::rng();
+    let mut mode = "regular";
+    for _ in 0..6 {
+        let mut child = setup.spawn(mode, &[]);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_500))).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        mode = "resume";
+    }
+    let status = finish(&setup, "resume").await;
+    assert!(status.success(), "writer failed: {status}\n{}", setup.log());
+    assert_eq!(setup.state(0).await, setup.expected["s0"]);
+    let progress = setup.status("s0").await.expect("progress row");
+    assert_eq!(progress.status, ProcessStatus::Success);
+    assert_eq!(
+        progress.file_start_interval,
+        window(setup.windows - 1).start()
+    );
+}
+
+#[tokio::test]
+async fn reference_style_unordered_files_apply_correctly() {
+    let setup = Setup::new(1, 20, true).await;
+    let status = finish(&setup, "regular").await;
+    assert!(status.success(), "writer failed: {status}\n{}", setup.log());
+    assert_eq!(setup.state(0).await, setup.expected["s0"]);
+}
+
+#[tokio::test]
+async fn a_shard_down_for_20_seconds_converges_while_others_go_on() {
+    let mut setup = Setup::new(2, 200, false).await;
+    // Start with shard s1 already down; s0 must keep applying meanwhile.
+    setup.shards[1].stop().expect("stop s1");
+    let mut child = setup.spawn("regular", &[]);
+    let down_at = Instant::now();
+    let s0_done = loop {
+        if let Some(p) = setup.status("s0").await
+            && p.file_start_interval == window(setup.windows - 1).start()
+        {
+            break true;
+        }
+        if down_at.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        s0_done,
+        "s0 did not finish while s1 was down\n{}",
+        setup.log()
+    );
+    while down_at.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        setup.status("s1").await.is_none(),
+        "s1 cannot have progressed"
+    );
+    setup.shards[1].restart().expect("restart s1");
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(180)))
+            .await
+            .expect("join");
+    assert!(status.success(), "writer failed: {status}\n{}", setup.log());
+    assert_eq!(setup.state(0).await, setup.expected["s0"]);
+    assert_eq!(setup.state(1).await, setup.expected["s1"]);
+    assert!(setup.log().contains("retrying"), "retries are logged");
+}
+
+#[tokio::test]
+async fn a_definite_error_stops_one_shard_then_resume_failed_and_reprocess_finish_it() {
+    let setup = Setup::new(2, 30, false).await;
+    // Names are 20+ characters: shard s1's column is too narrow for them.
+    let mut s1 = connect(&format!("{}/app", setup.shards[1].url())).await;
+    s1.query_drop("ALTER TABLE users MODIFY name VARCHAR(5)")
+        .await
+        .expect("narrow");
+    let status = finish(&setup, "regular").await;
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "a failed shard exits 3\n{}",
+        setup.log()
+    );
+    assert_eq!(setup.state(0).await, setup.expected["s0"], "s0 finished");
+    let failed = setup.status("s1").await.expect("s1 progress");
+    assert_eq!(failed.status, ProcessStatus::Error);
+    assert_eq!(failed.file_start_interval, window(0).start());
+    assert!(
+        setup.log().contains("shard s1"),
+        "the error names the shard"
+    );
+
+    s1.query_drop("ALTER TABLE users MODIFY name VARCHAR(64)")
+        .await
+        .expect("widen");
+    let status = finish(&setup, "resumeFailed").await;
+    assert!(
+        status.success(),
+        "resumeFailed failed: {status}\n{}",
+        setup.log()
+    );
+    assert_eq!(setup.state(1).await, setup.expected["s1"]);
+    assert_eq!(
+        setup.status("s1").await.map(|p| p.status),
+        Some(ProcessStatus::Success)
+    );
+
+    // An operator marks s1 for reprocessing from window 20: its changes are applied again.
+    let run = RunId::new(RUN).expect("run");
+    let progress = ProcessProgress {
+        shard: ShardId::new("s1").expect("id"),
+        status: ProcessStatus::Reprocess,
+        file_start_interval: window(20).start(),
+    };
+    setup
+        .metadata
+        .set_process_progress(&run, &progress)
+        .await
+        .expect("mark");
+    let before = setup.state(1).await;
+    let status = finish(&setup, "reprocess").await;
+    assert!(
+        status.success(),
+        "reprocess failed: {status}\n{}",
+        setup.log()
+    );
+    let after = setup.state(1).await;
+    assert_eq!(after.rows, before.rows, "re-applying gives the same rows");
+    let more: i64 = after.changes.values().sum::<i64>() - before.changes.values().sum::<i64>();
+    assert!(more > 0, "reprocess applied windows 20.. again");
+}
