@@ -11,10 +11,13 @@ use revrepl_metadata::{
 use revrepl_record::{Backoff, ShardId, Timestamp, WindowDuration};
 use revrepl_shard_routing::{Session, ShardAssigner, ShardsFile, choose_router};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use crate::assembly::AssemblyError;
 use crate::error::ReaderError;
 use crate::pipeline::{PipelineParts, PipelineSettings, PipelineSummary, run_pipeline};
 use crate::routing::RecordFilter;
+use crate::source::ChangeStreamSource;
 use crate::spanner::{
     SpannerChangeStream, SpannerDatabase, SpannerRowLookup, check_retention, check_stream,
 };
@@ -161,8 +164,8 @@ pub async fn run(
     )?;
     let assigner = ShardAssigner::new(router, shards.iter().cloned())
         .with_row_lookup(SpannerRowLookup::new(client, &database.database));
-    let settings = PipelineSettings {
-        run_id,
+    let mut settings = PipelineSettings {
+        run_id: run_id.clone(),
         window,
         start,
         until,
@@ -180,16 +183,44 @@ pub async fn run(
         },
         event_capacity: 1024,
     };
-    let parts = PipelineParts {
-        source: Arc::new(source),
-        assigner: Arc::new(assigner),
-        buffer,
-        metadata,
-        shards,
-        metrics: ReaderMetrics::global(),
-    };
-    run_pipeline(settings, parts, cancel).await
+    let source: Arc<dyn ChangeStreamSource> = Arc::new(source);
+    let assigner = Arc::new(assigner);
+    let metrics = ReaderMetrics::global();
+    let mut restarts = 0;
+    loop {
+        let parts = PipelineParts {
+            source: Arc::clone(&source),
+            assigner: Arc::clone(&assigner),
+            buffer: Arc::clone(&buffer),
+            metadata: Arc::clone(&metadata),
+            shards: shards.clone(),
+            metrics: metrics.clone(),
+        };
+        let span = tracing::info_span!("reader", run_id = %run_id);
+        let outcome = run_pipeline(settings.clone(), parts, cancel.clone())
+            .instrument(span)
+            .await;
+        match outcome {
+            // Nothing of the incomplete window was written: read it again from the last
+            // recorded window, as a restarted reader would.
+            Err(ReaderError::Assembly(AssemblyError::Incomplete(error)))
+                if restarts < MAX_RESTARTS_ON_INCOMPLETE =>
+            {
+                restarts += 1;
+                tracing::error!(%error, restarts, "reading the window again from the last recorded position");
+                settings.start = metadata
+                    .min_created_upto(&run_id)
+                    .await?
+                    .unwrap_or(settings.start);
+            }
+            outcome => return outcome,
+        }
+    }
 }
+
+/// How often the reader re-reads from its durable position after finding a transaction with
+/// missing records, before it gives up and reports the error.
+const MAX_RESTARTS_ON_INCOMPLETE: u32 = 3;
 
 fn now() -> Timestamp {
     Timestamp::from(chrono::Utc::now())

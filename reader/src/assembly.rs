@@ -1,10 +1,15 @@
 //! Groups routed mods into per-destination window files and releases whole windows once the
 //! low watermark has passed their end (DESIGN §3.3).
 //!
-//! Invariant: once a window is released, a mod for it is an error ([`LateRecord`]), never a
-//! silent drop or a second file.
+//! Invariants:
+//! - Once a window is released, a mod for it is an error ([`LateRecord`]), never a silent drop
+//!   or a second file.
+//! - A window is released only if every transaction in it is complete: as many distinct
+//!   data-change records as its `number_of_records_in_transaction` says (they may come from
+//!   several partitions). Otherwise it is an error ([`IncompleteTransaction`]), never a file
+//!   with half a transaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use revrepl_record::{
@@ -55,6 +60,23 @@ pub struct LateRecord {
     pub complete_up_to: Timestamp,
 }
 
+/// A transaction of a window that is due for release lacks some of its records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "transaction {transaction:?} committed at {commit} has {seen} of its {expected} data-change \
+     records although the low watermark passed it; its window is not written"
+)]
+pub struct IncompleteTransaction {
+    /// The transaction's `server_transaction_id`.
+    pub transaction: String,
+    /// Its commit timestamp.
+    pub commit: Timestamp,
+    /// Distinct records seen.
+    pub seen: usize,
+    /// `number_of_records_in_transaction`.
+    pub expected: u64,
+}
+
 /// Why a mod cannot be added.
 #[derive(Debug, thiserror::Error)]
 pub enum AssemblyError {
@@ -72,6 +94,23 @@ pub enum AssemblyError {
     /// A timestamp outside Spanner's range.
     #[error("window of {0} is outside the supported time range")]
     Range(Timestamp),
+    /// A window due for release lacks records of a transaction.
+    #[error(transparent)]
+    Incomplete(#[from] IncompleteTransaction),
+}
+
+/// The records seen of one transaction.
+#[derive(Debug, Default)]
+struct TransactionRecords {
+    expected: u64,
+    sequences: BTreeSet<String>,
+}
+
+/// A window under construction: its files, and its transactions' record counts.
+#[derive(Debug, Default)]
+struct OpenWindow {
+    files: BTreeMap<Destination, WindowFileEncoder>,
+    transactions: BTreeMap<(Timestamp, String), TransactionRecords>,
 }
 
 /// Per-destination window files under construction.
@@ -79,7 +118,7 @@ pub enum AssemblyError {
 pub struct WindowAssembler {
     duration: WindowDuration,
     complete_up_to: Timestamp,
-    open: BTreeMap<Window, BTreeMap<Destination, WindowFileEncoder>>,
+    open: BTreeMap<Window, OpenWindow>,
     buffered_mods: usize,
 }
 
@@ -129,9 +168,8 @@ impl WindowAssembler {
             .duration
             .window_of(commit)
             .map_err(|_| AssemblyError::Range(commit))?;
-        self.open
-            .entry(window)
-            .or_default()
+        let open = self.open.entry(window).or_default();
+        open.files
             .entry(destination)
             .or_default()
             .push(record, mod_index)
@@ -139,25 +177,57 @@ impl WindowAssembler {
                 table: record.table_name.clone(),
                 source,
             })?;
+        let transaction = open
+            .transactions
+            .entry((commit, record.server_transaction_id.clone()))
+            .or_default();
+        transaction.expected = record.number_of_records_in_transaction;
+        if !transaction.sequences.contains(&record.record_sequence) {
+            transaction.sequences.insert(record.record_sequence.clone());
+        }
         self.buffered_mods += 1;
         Ok(())
     }
 
     /// Releases every window that ends at or before `complete_before` (the low watermark:
-    /// every record before it has been added). `None` when no window became complete.
-    pub fn release(&mut self, complete_before: Timestamp) -> Option<Release> {
-        let last_end = self
+    /// every record before it has been added). `Ok(None)` when no window became complete; an
+    /// error, releasing nothing, when a due window lacks records of a transaction.
+    pub fn release(
+        &mut self,
+        complete_before: Timestamp,
+    ) -> Result<Option<Release>, AssemblyError> {
+        let Some(last_end) = self
             .duration
             .align_down(complete_before)
             .ok()
-            .filter(|end| *end > self.complete_up_to)?;
+            .filter(|end| *end > self.complete_up_to)
+        else {
+            return Ok(None);
+        };
+        for (window, open) in self.open.range(..) {
+            if window.end() > last_end {
+                break;
+            }
+            for ((commit, id), records) in &open.transactions {
+                if (records.sequences.len() as u64) < records.expected {
+                    return Err(IncompleteTransaction {
+                        transaction: id.clone(),
+                        commit: *commit,
+                        seen: records.sequences.len(),
+                        expected: records.expected,
+                    }
+                    .into());
+                }
+            }
+        }
         let mut windows = Vec::new();
         while let Some(entry) = self.open.first_entry() {
             if entry.key().end() > last_end {
                 break;
             }
-            let (window, encoders) = entry.remove_entry();
-            let files = encoders
+            let (window, open) = entry.remove_entry();
+            let files = open
+                .files
                 .into_iter()
                 .map(|(destination, encoder)| {
                     let mods = encoder.len();
@@ -172,10 +242,10 @@ impl WindowAssembler {
             windows.push(CompleteWindow { window, files });
         }
         self.complete_up_to = last_end;
-        Some(Release {
+        Ok(Some(Release {
             windows,
             complete_up_to: last_end,
-        })
+        }))
     }
 }
 
@@ -224,10 +294,10 @@ mod tests {
         a.add(shard("s1"), &record(ts(110, 0), "t3", 3), 0)
             .expect("add");
         assert!(
-            a.release(ts(109, 999_999_999)).is_none(),
+            a.release(ts(109, 999_999_999)).expect("ok").is_none(),
             "window [100,110) not complete"
         );
-        let release = a.release(ts(110, 0)).expect("one window");
+        let release = a.release(ts(110, 0)).expect("ok").expect("one window");
         assert_eq!(release.complete_up_to, ts(110, 0));
         assert_eq!(release.windows.len(), 1);
         let files = &release.windows[0].files;
@@ -246,7 +316,7 @@ mod tests {
         let mut a = assembler(100);
         a.add(shard("s1"), &record(ts(135, 0), "t1", 1), 0)
             .expect("add");
-        let release = a.release(ts(1000, 0)).expect("released");
+        let release = a.release(ts(1000, 0)).expect("ok").expect("released");
         assert_eq!(release.complete_up_to, ts(1000, 0));
         assert_eq!(
             release.windows.len(),
@@ -259,7 +329,7 @@ mod tests {
     #[test]
     fn records_after_release_are_errors() {
         let mut a = assembler(100);
-        a.release(ts(120, 0)).expect("released");
+        a.release(ts(120, 0)).expect("ok").expect("released");
         let err = a
             .add(shard("s1"), &record(ts(119, 5), "t", 1), 0)
             .expect_err("late");
@@ -282,7 +352,7 @@ mod tests {
                 }
             }
         }
-        let release = a.release(ts(110, 0)).expect("released");
+        let release = a.release(ts(110, 0)).expect("ok").expect("released");
         let bytes = &release.windows[0].files[0].bytes;
         let lines = decode_window_file(bytes).expect("decodes");
         assert_eq!(lines.len(), 150);
@@ -295,6 +365,28 @@ mod tests {
             txns,
             format!("{}{}{}", "a".repeat(50), "b".repeat(50), "c".repeat(50))
         );
+    }
+
+    #[test]
+    fn windows_with_incomplete_transactions_are_not_released() {
+        let mut a = assembler(100);
+        let mut first = record(ts(101, 0), "t1", 1);
+        first.number_of_records_in_transaction = 2;
+        a.add(shard("s1"), &first, 0).expect("add");
+        // Two mods of one data-change record are one record, not two.
+        a.add(shard("s1"), &first, 1).expect("add second mod");
+        let err = a.release(ts(110, 0)).expect_err("one record of two");
+        assert!(
+            err.to_string()
+                .contains("has 1 of its 2 data-change records"),
+            "{err}"
+        );
+        // The other record (another partition, another shard) completes it.
+        let mut second = first.clone();
+        second.record_sequence = "00000001".into();
+        a.add(shard("s2"), &second, 0).expect("add");
+        let release = a.release(ts(110, 0)).expect("complete").expect("released");
+        assert_eq!(release.windows[0].files.len(), 2);
     }
 
     #[test]

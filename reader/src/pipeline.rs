@@ -26,6 +26,7 @@ use revrepl_shard_routing::{RowLookup, ShardAssigner};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::assembly::{Release, WindowAssembler};
 use crate::change_stream::{ChangeStreamRecord, ChildPartition};
@@ -156,13 +157,16 @@ pub async fn run_pipeline<L: RowLookup + 'static>(
             let events = events_tx.clone();
             let watermark = watermark_rx.clone();
             let cancel = pipeline_cancel.clone();
-            partitions.spawn(async move {
-                let result = context.read(start, &events, watermark, cancel).await;
-                if let Err(error) = result {
-                    // The coordinator stops on the first error; a closed channel means it has.
-                    let _ = events.send(Err(error)).await;
+            partitions.spawn(
+                async move {
+                    let result = context.read(start, &events, watermark, cancel).await;
+                    if let Err(error) = result {
+                        // The coordinator stops on the first error; a closed channel means it has.
+                        let _ = events.send(Err(error)).await;
+                    }
                 }
-            });
+                .instrument(tracing::Span::current()),
+            );
         }
     };
     spawn_ready(&mut tracker, &mut partitions);
@@ -216,7 +220,11 @@ pub async fn run_pipeline<L: RowLookup + 'static>(
             .metrics
             .watermark(watermark, assembler.buffered_mods());
         let target = until_end.map_or(watermark, |end| watermark.min(end));
-        if let Some(release) = assembler.release(target) {
+        let release = match assembler.release(target) {
+            Ok(release) => release,
+            Err(error) => break Err(error.into()),
+        };
+        if let Some(release) = release {
             tokio::select! {
                 () = cancel.cancelled() => break Ok(false),
                 // A closed channel means the output stage ended; the loop reads why.
@@ -428,9 +436,10 @@ impl<L: RowLookup> PartitionContext<L> {
                         send(event).await
                     }
                     ChangeStreamRecord::Heartbeat(timestamp) => {
-                        let after =
-                            Timestamp::from_nanos(timestamp.as_nanos() + 1).unwrap_or(timestamp);
-                        position = position.max(after);
+                        // Re-query from the heartbeat itself, not just after it: a start with
+                        // sub-microsecond digits can put the emulator's snapshot inside a
+                        // commit; anything replayed at `timestamp` is merged again.
+                        position = position.max(timestamp);
                         send(Event::Heartbeat {
                             token: token.clone(),
                             timestamp,

@@ -299,7 +299,11 @@ impl ChangeStreamSource for SpannerChangeStream {
             .collect();
         let heartbeat = i64::try_from(self.heartbeat.as_millis()).unwrap_or(2_000);
         let statement = Statement::builder(sql)
-            .add_typed_param("start", start.to_rfc3339(), types::timestamp())
+            .add_typed_param(
+                "start",
+                microsecond_floor(start).to_rfc3339(),
+                types::timestamp(),
+            )
             .add_typed_param("token", token.clone(), types::string())
             .add_typed_param("heartbeat", heartbeat, types::int64())
             .set_request_tag(tag)
@@ -340,6 +344,13 @@ impl ChangeStreamSource for SpannerChangeStream {
     fn location(&self) -> &str {
         &self.location
     }
+}
+
+/// `ts` rounded down to the microsecond, the precision of commit timestamps: an earlier start
+/// only returns more (merged again), and sub-microsecond starts are never sent to Spanner.
+fn microsecond_floor(ts: Timestamp) -> Timestamp {
+    let nanos = ts.as_nanos();
+    Timestamp::from_nanos(nanos - nanos.rem_euclid(1_000)).unwrap_or(ts)
 }
 
 /// Reads rows as they were before a delete, for routing deletes whose shard column is not a
@@ -547,6 +558,17 @@ mod tests {
         for bad in ["", "1abc", "a-b", "a b", "x; DROP TABLE y"] {
             assert!(check_stream_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn query_starts_are_whole_microseconds() {
+        let ts = Timestamp::new(100, 123_456_789).expect("ts");
+        assert_eq!(
+            microsecond_floor(ts),
+            Timestamp::new(100, 123_456_000).expect("ts")
+        );
+        let exact = Timestamp::new(100, 5_000).expect("ts");
+        assert_eq!(microsecond_floor(exact), exact);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use revrepl_shard_routing::{
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::apply::{ApplierConfig, ShardApplier, shard_connection_options};
 use crate::batch::BatchLimits;
@@ -192,10 +193,14 @@ pub async fn run(
         };
         let context = context.clone();
         let cancel = cancel.clone();
-        tasks.spawn(async move {
-            let outcome = run_shard(&context, applier_config, start, mode, cancel).await;
-            (id, outcome)
-        });
+        let span = tracing::info_span!("writer", run_id = %run_id, shard = %id);
+        tasks.spawn(
+            async move {
+                let outcome = run_shard(&context, applier_config, start, mode, cancel).await;
+                (id, outcome)
+            }
+            .instrument(span),
+        );
     }
     let mut summary = WriterSummary::default();
     while let Some(joined) = tasks.join_next().await {

@@ -462,3 +462,60 @@ async fn a_definite_error_stops_one_shard_then_resume_failed_and_reprocess_finis
     let more: i64 = after.changes.values().sum::<i64>() - before.changes.values().sum::<i64>();
     assert!(more > 0, "reprocess applied windows 20.. again");
 }
+
+#[tokio::test]
+async fn dead_letter_policy_sets_failing_transactions_aside_and_goes_on() {
+    let setup = Setup::new(1, 30, false).await;
+    // Rows with id >= 30 violate a constraint: their transactions fail definitely.
+    let mut s0 = connect(&format!("{}/app", setup.shards[0].url())).await;
+    s0.query_drop("ALTER TABLE users ADD CONSTRAINT small_ids CHECK (id < 30)")
+        .await
+        .expect("constraint");
+    let mut child = setup.spawn("regular", &["--set", "writer.dead_letter=true"]);
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(180)))
+            .await
+            .expect("join");
+    assert!(status.success(), "writer failed: {status}\n{}", setup.log());
+    let progress = setup.status("s0").await.expect("progress");
+    assert_eq!(progress.status, ProcessStatus::Success);
+    assert_eq!(
+        progress.file_start_interval,
+        window(setup.windows - 1).start()
+    );
+
+    let buffer = LocalDirectory::new(setup.dir.path().join("buffer"));
+    let letters = buffer.list("dlq/s0/").await.expect("list dlq");
+    assert!(!letters.is_empty(), "some transactions were set aside");
+    for path in &letters {
+        let bytes = buffer.get(path).await.expect("get").expect("exists");
+        let letter: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert!(
+            letter["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("shard s0")),
+            "{letter}"
+        );
+        let records = letter["records"].as_array().expect("records");
+        let has_big_id = records.iter().any(|r| {
+            let keys: serde_json::Value =
+                serde_json::from_str(r["mods"][0]["keysJson"].as_str().expect("keys"))
+                    .expect("keys json");
+            keys["id"]
+                .as_str()
+                .and_then(|id| id.parse::<i64>().ok())
+                .is_some_and(|id| id >= 30)
+        });
+        assert!(
+            has_big_id,
+            "{path} holds a transaction that could not have failed"
+        );
+    }
+    let big: Vec<i64> = s0
+        .query("SELECT id FROM users WHERE id >= 30")
+        .await
+        .expect("query");
+    assert!(big.is_empty());
+    let small: Vec<i64> = s0.query("SELECT id FROM users").await.expect("query");
+    assert!(!small.is_empty(), "the other transactions were applied");
+}
