@@ -4,8 +4,11 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+# Extra options for `revrepl demo`, e.g. make demo DEMO_ARGS="--duration 60s --keep".
+DEMO_ARGS ?=
 
-.PHONY: help setup test check fmt fmt-check lint doc plugin deploy-check
+.PHONY: help setup test check fmt fmt-check lint doc plugin deploy-check demo
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-13s %s\n", $$1, $$2}'
@@ -40,3 +43,7 @@ plugin: ## Build the example shard-router plugin (a cdylib the routing tests loa
 deploy-check: ## Validate the Kubernetes manifests in deploy/k8s against the API schemas (strict)
 	@bash tests/scripts/install-kubernetes-validate.sh >/dev/null
 	.venv/bin/kubernetes-validate --strict deploy/k8s/*.yaml
+
+demo: ## The whole pipeline on this machine (Spanner emulator, 2 MariaDB shards, workload, run, status, validate); installs MariaDB if missing
+	$(CARGO) build -p revrepl-launcher -p revrepl-reader -p revrepl-writer --bins
+	$(TARGET_DIR)/debug/revrepl demo $(DEMO_ARGS)

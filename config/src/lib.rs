@@ -20,7 +20,14 @@ pub const ENV_PREFIX: &str = "REVREPL_";
 /// `REVREPL_…` variables that set up a process rather than the pipeline (the configuration
 /// file's path, the log format, the metrics address); they are not configuration keys, so
 /// [`Config::load`] does not read them. Named without the prefix, lower case.
-pub const PROCESS_VARIABLES: [&str; 4] = ["config", "log_format", "metrics_addr", "keep_services"];
+pub const PROCESS_VARIABLES: [&str; 6] = [
+    "config",
+    "log_format",
+    "metrics_addr",
+    "keep_services",
+    "reader_bin",
+    "writer_bin",
+];
 
 /// Families of `REVREPL_…` variables that are not configuration keys either: passwords
 /// (`REVREPL_SECRET_…`, read by the shards file's secret sources), the test services'

@@ -12,10 +12,13 @@ Examples:
   revrepl status --config revrepl.toml            where every shard is
   revrepl reprocess --shard ls1 --from 2024-01-05T10:00:00Z
   revrepl validate --config revrepl.toml          compare MySQL with Spanner
+  revrepl run --config revrepl.toml --reader-mode regular --writer-mode regular
+  revrepl demo                                    the whole pipeline on local services
 
-The reader and the writer run as their own programs (revrepl-reader, revrepl-writer) with the
-same configuration file. Exit codes: 0 ok, 1 failed, 2 bad configuration or usage, 3 a shard is
-in ERROR (status), 4 differences found (validate).";
+The reader and the writer are their own programs (revrepl-reader, revrepl-writer) with the
+same configuration file; `revrepl run` runs both and restarts them when they crash. Exit codes:
+0 ok, 1 failed, 2 bad configuration or usage, 3 a shard is in ERROR (status, run), 4
+differences found (validate, demo).";
 
 const INIT_EXAMPLES: &str = "\
 Examples:
@@ -66,6 +69,44 @@ and key (values are never printed). Run it when the writer has caught up and wri
 paused: rows changed while it reads may show as differences. Exits with 4 when anything
 differs.";
 
+const RUN_EXAMPLES: &str = "\
+Examples:
+  revrepl run --config revrepl.toml --reader-mode regular --writer-mode regular
+  revrepl run --config revrepl.toml --run-id r1 --reader-mode resume --writer-mode resume
+  revrepl run --config revrepl.toml --reader-mode resume --writer-mode resume \\
+      --until 2024-01-05T12:00:00Z --log-dir /var/log/revrepl
+
+Runs revrepl-reader and revrepl-writer (found next to revrepl, or at REVREPL_READER_BIN and
+REVREPL_WRITER_BIN) as child processes with this configuration file and the --set overrides,
+and prints the equivalent standalone commands and how to resume the run. A regular reader
+without reader.start_timestamp gets it pinned to now (--set), so a restart starts at the same
+time. A child that dies unexpectedly is started again after a jittered backoff (1 s doubling
+to 60 s), in resume mode; except a reader whose run is not recorded yet and a regular writer
+with shards that have no progress yet, which keep their mode, and a resumeSuccess writer,
+which keeps it too. A configuration error (exit 2) or a failed shard (writer exit 3) is not
+retried. SIGTERM or SIGINT stops both children cleanly (SIGTERM, then SIGKILL after
+--grace-period).
+
+Progress: on a terminal, a per-shard table (status, created and applied up to, lag, records
+applied) updated every second; otherwise one summary line every 10 s. Exit codes: 0 both
+finished (--until), 2 configuration, 3 a shard failed, 1 a child kept failing,
+130/143 stopped by SIGINT/SIGTERM.";
+
+const DEMO_EXAMPLES: &str = "\
+Examples:
+  make demo                       build, then run this
+  revrepl demo
+  revrepl demo --duration 60s --keep
+
+Runs the whole pipeline on this machine: installs MariaDB with apt if it is missing
+(tests/scripts/install-mariadb.sh), checks the Spanner emulator, starts the emulator and two
+MariaDB shards on loopback ports in a temporary directory, creates a sharded schema, runs
+`revrepl init` (which creates the change stream), writes a mixed workload to Spanner while
+`revrepl run` replicates it (local directory buffer, SQLite metadata), then prints
+`revrepl status` and `revrepl validate`. Exits 0 only when every row matches. Servers are
+stopped and the directory removed at the end, also on errors and Ctrl-C (--keep keeps the
+directory: configuration, logs, buffer and metadata).";
+
 /// revrepl: replicate Cloud Spanner writes back to sharded MySQL.
 #[derive(Debug, Parser)]
 #[command(name = "revrepl", version, about, after_help = MAIN_EXAMPLES)]
@@ -115,6 +156,140 @@ pub enum Command {
     /// Compare every MySQL shard with Spanner, row by row.
     #[command(after_help = VALIDATE_EXAMPLES)]
     Validate(ValidateArgs),
+    /// Run the reader and the writer together, restart them when they crash, show progress.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// Demonstrate the whole pipeline on local services (Spanner emulator, two MariaDB shards).
+    #[command(after_help = DEMO_EXAMPLES)]
+    Demo(DemoArgs),
+}
+
+/// The reader's run modes, as `revrepl-reader --mode` takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReaderMode {
+    /// Start the run at `reader.start_timestamp` (or now) and record it.
+    #[value(name = "regular")]
+    Regular,
+    /// Continue the recorded run from where every shard is complete.
+    #[value(name = "resume")]
+    Resume,
+}
+
+impl ReaderMode {
+    /// The mode as the reader spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Regular => "regular",
+            Self::Resume => "resume",
+        }
+    }
+}
+
+/// The writer's run modes, as `revrepl-writer --mode` takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WriterMode {
+    /// Every shard of the shards file from the run's start.
+    #[value(name = "regular")]
+    Regular,
+    /// Every shard with progress (the same as `resumeAll`).
+    #[value(name = "resume")]
+    Resume,
+    /// Every shard with progress.
+    #[value(name = "resumeAll")]
+    ResumeAll,
+    /// Only shards in `SUCCESS`.
+    #[value(name = "resumeSuccess")]
+    ResumeSuccess,
+    /// Only shards in `ERROR`, from the failed window.
+    #[value(name = "resumeFailed")]
+    ResumeFailed,
+    /// Only shards in `REPROCESS`.
+    #[value(name = "reprocess")]
+    Reprocess,
+}
+
+impl WriterMode {
+    /// The mode as the writer spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Regular => "regular",
+            Self::Resume => "resume",
+            Self::ResumeAll => "resumeAll",
+            Self::ResumeSuccess => "resumeSuccess",
+            Self::ResumeFailed => "resumeFailed",
+            Self::Reprocess => "reprocess",
+        }
+    }
+}
+
+/// How `run` shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressStyle {
+    /// A live table when stderr is a terminal, summary lines otherwise.
+    #[value(name = "auto")]
+    Auto,
+    /// A per-shard table on stderr, redrawn in place every second.
+    #[value(name = "live")]
+    Live,
+    /// One summary line on stderr every 10 seconds.
+    #[value(name = "lines")]
+    Lines,
+    /// No progress output.
+    #[value(name = "off")]
+    Off,
+}
+
+/// `revrepl run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The reader's mode for its first start.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub reader_mode: ReaderMode,
+    /// The writer's mode for its first start.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub writer_mode: WriterMode,
+    /// Stop both once caught up to this time (RFC 3339); without it they run until stopped.
+    #[arg(long, value_parser = parse_timestamp, value_name = "TIME")]
+    pub until: Option<Timestamp>,
+    /// Write the children's logs to DIR/reader.log and DIR/writer.log (appended) instead of
+    /// this process's stderr.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// How long the children get to stop after SIGTERM before they are killed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub grace_period: std::time::Duration,
+    /// Give up (exit 1) after this many restarts in a row of one child (a child that ran for
+    /// a minute counts as healthy again). Default: never give up.
+    #[arg(long, value_name = "N")]
+    pub max_restarts: Option<u32>,
+    /// The reader's Prometheus endpoint (`revrepl-reader --metrics-addr`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub reader_metrics_addr: Option<std::net::SocketAddr>,
+    /// The writer's Prometheus endpoint (`revrepl-writer --metrics-addr`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub writer_metrics_addr: Option<std::net::SocketAddr>,
+    /// How to show progress.
+    #[arg(long, value_enum, default_value = "auto", value_name = "STYLE")]
+    pub progress: ProgressStyle,
+}
+
+/// `revrepl demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// How long the workload writes to Spanner.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: std::time::Duration,
+    /// Keep the temporary directory (configuration, logs, buffer, metadata) and print its path.
+    #[arg(long)]
+    pub keep: bool,
+    /// Where the service scripts are (`spanner-emulator.sh`, `mariadb.sh`,
+    /// `install-mariadb.sh`). Default: `tests/scripts` of the source tree revrepl was built
+    /// from, else of the current directory.
+    #[arg(long, value_name = "DIR")]
+    pub scripts_dir: Option<PathBuf>,
+    /// The workload's random seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 /// The change stream's value capture types revrepl can work with.
@@ -210,11 +385,11 @@ pub struct ValidateArgs {
     pub json: bool,
 }
 
-fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
+pub(crate) fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
     Timestamp::parse_rfc3339(text).map_err(|e| format!("{e} (expected e.g. 2024-01-05T10:00:00Z)"))
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     let (digits, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())

@@ -48,6 +48,18 @@ pub enum LauncherError {
         /// What the server or the driver said.
         message: String,
     },
+    /// A program (the reader, the writer, a service script) could not be started, waited for
+    /// or stopped.
+    #[error("{program}: {message}")]
+    Process {
+        /// The program.
+        program: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
+    /// A step of `revrepl demo` failed.
+    #[error("demo: {0}")]
+    Demo(String),
 }
 
 impl LauncherError {
@@ -68,7 +80,7 @@ impl Classify for LauncherError {
             Self::Routing(e) => e.class(),
             Self::Reader(e) => e.class(),
             Self::Buffer(e) => e.class(),
-            Self::Usage(_) => ErrorClass::Fatal,
+            Self::Usage(_) | Self::Process { .. } | Self::Demo(_) => ErrorClass::Fatal,
             Self::Spanner { .. } | Self::MySql { .. } => ErrorClass::Transient,
         }
     }

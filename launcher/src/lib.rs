@@ -1,28 +1,35 @@
 //! The `revrepl` command (DESIGN §1, §7, §9): what an operator runs around the reader and the
 //! writer.
 //!
-//! - [`cli`]: the command line (`init`, `status`, `reprocess`, `validate`; global `--config`,
-//!   `--set`, `--run-id`).
+//! - [`cli`]: the command line (`init`, `run`, `status`, `reprocess`, `validate`, `demo`;
+//!   global `--config`, `--set`, `--run-id`).
 //! - [`init`]: checks the configuration and every service, creates the change stream and the
 //!   metadata tables.
 //! - [`status`]: every shard's progress and lag, from the metadata store.
 //! - [`reprocess`]: marks shards `REPROCESS`.
 //! - [`validate`]: compares MySQL shards with Spanner, row by row, in bounded memory.
+//! - [`run`](mod@run): runs the reader and the writer as supervised child processes
+//!   ([`supervise`]) with live [`progress`].
+//! - [`demo`]: the whole pipeline on local services, start to finish.
 //! - [`mysql`], [`spanner`], [`store`]: how the launcher reaches the shards, the source
 //!   database and the metadata store.
 //!
-//! [`run`] executes a parsed command line and returns the process exit code: 0 ok, 1 failed,
-//! 2 bad configuration or usage, 3 a shard is in `ERROR` (`status`), 4 differences found
-//! (`validate`).
+//! [`run()`] executes a parsed command line and returns the process exit code: 0 ok, 1 failed,
+//! 2 bad configuration or usage, 3 a shard is in `ERROR` (`status`) or failed (`run`), 4
+//! differences found (`validate`, `demo`); `run` stopped by SIGINT/SIGTERM exits with 130/143.
 
 pub mod cli;
+pub mod demo;
 pub mod error;
 pub mod init;
 pub mod mysql;
+pub mod progress;
 pub mod reprocess;
+pub mod run;
 pub mod spanner;
 pub mod status;
 pub mod store;
+pub mod supervise;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -35,7 +42,7 @@ use revrepl_record::Timestamp;
 pub use cli::Cli;
 pub use error::LauncherError;
 
-use crate::cli::{Command, GlobalArgs};
+use crate::cli::{Command, GlobalArgs, ValidateArgs};
 
 /// Exit code: a shard is in `ERROR`.
 pub const EXIT_SHARD_ERROR: u8 = 3;
@@ -46,8 +53,13 @@ pub const DEFAULT_CONFIG_FILE: &str = "revrepl.toml";
 
 /// Runs `cli`, printing results on stdout; returns the exit code.
 pub async fn run(cli: Cli) -> Result<u8, LauncherError> {
+    if let Command::Demo(args) = cli.command {
+        return demo::command(args).await;
+    }
     let (config, config_path) = load_config(&cli.global)?;
     match cli.command {
+        Command::Demo(_) => Ok(0),
+        Command::Run(args) => run::command(&cli.global, config, config_path, args).await,
         Command::Init(args) => {
             println!(
                 "revrepl init: run {}, configuration {}",
@@ -97,24 +109,7 @@ pub async fn run(cli: Cli) -> Result<u8, LauncherError> {
             Ok(0)
         }
         Command::Validate(args) => {
-            let zone =
-                match &args.source_timezone {
-                    Some(text) => text
-                        .parse()
-                        .map_err(|e| LauncherError::Usage(format!("--source-timezone: {e}")))?,
-                    None => config.writer.source_time_zone.parse().map_err(|e| {
-                        LauncherError::Usage(format!("writer.source_time_zone: {e}"))
-                    })?,
-                };
-            let options = validate::ValidateOptions {
-                tables: args.tables,
-                shards: args.shards,
-                zone,
-                max_listed: args.max_listed,
-                detail_rows: args.detail_rows,
-                connect_timeout: Duration::from_secs(60),
-                ignore_columns: config.writer.ignore_columns.clone(),
-            };
+            let options = validate_options(&config, &args)?;
             let report = validate::validate(&config, &options).await?;
             if args.json {
                 println!("{}", to_json(&report)?);
@@ -128,6 +123,32 @@ pub async fn run(cli: Cli) -> Result<u8, LauncherError> {
             })
         }
     }
+}
+
+/// The options of `validate` from its arguments and the configuration.
+pub fn validate_options(
+    config: &Config,
+    args: &ValidateArgs,
+) -> Result<validate::ValidateOptions, LauncherError> {
+    let zone = match &args.source_timezone {
+        Some(text) => text
+            .parse()
+            .map_err(|e| LauncherError::Usage(format!("--source-timezone: {e}")))?,
+        None => config
+            .writer
+            .source_time_zone
+            .parse()
+            .map_err(|e| LauncherError::Usage(format!("writer.source_time_zone: {e}")))?,
+    };
+    Ok(validate::ValidateOptions {
+        tables: args.tables.clone(),
+        shards: args.shards.clone(),
+        zone,
+        max_listed: args.max_listed,
+        detail_rows: args.detail_rows,
+        connect_timeout: Duration::from_secs(60),
+        ignore_columns: config.writer.ignore_columns.clone(),
+    })
 }
 
 /// Loads the configuration: `--config` (or `revrepl.toml` if present), `REVREPL_…`

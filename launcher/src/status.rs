@@ -296,7 +296,7 @@ pub fn render_text(report: &StatusReport) -> String {
 }
 
 /// `12.3s` under a minute, then `4m 05s`, `3h 07m`, `12d 03h`.
-fn seconds_text(seconds: f64) -> String {
+pub(crate) fn seconds_text(seconds: f64) -> String {
     if seconds < 60.0 {
         return format!("{seconds:.1}s");
     }

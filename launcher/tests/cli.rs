@@ -204,7 +204,7 @@ async fn spanner_client(emulator: &SpannerEmulator) -> DatabaseClient {
 
 #[tokio::test]
 async fn help_shows_examples_for_every_command() {
-    for command in ["init", "status", "reprocess", "validate"] {
+    for command in ["init", "status", "reprocess", "validate", "run", "demo"] {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_revrepl"))
             .args([command, "--help"])
             .output()
