@@ -3,11 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use revrepl_config::{Config, MetadataKind};
-use revrepl_metadata::{
-    MetadataStore, MissingTables, RunId, RunRecord, SpannerMetadataStore, SpannerOptions,
-    SqliteMetadataStore, SqliteOptions,
-};
+use revrepl_config::Config;
+use revrepl_metadata::{MissingTables, RunId, RunRecord, open_store};
 use revrepl_record::{Backoff, ShardId, Timestamp, WindowDuration};
 use revrepl_shard_routing::{Session, ShardAssigner, ShardsFile, choose_router};
 use tokio_util::sync::CancellationToken;
@@ -44,50 +41,6 @@ impl std::str::FromStr for ReaderMode {
     }
 }
 
-/// Opens the metadata store the configuration names, creating missing tables.
-pub async fn open_metadata(config: &Config) -> Result<Arc<dyn MetadataStore>, ReaderError> {
-    let metadata = &config.metadata;
-    let store: Arc<dyn MetadataStore> = match metadata.store {
-        MetadataKind::Sqlite => {
-            let mut options = SqliteOptions::default();
-            if let Some(suffix) = &metadata.table_suffix {
-                options = options.with_table_suffix(suffix.clone());
-            }
-            Arc::new(SqliteMetadataStore::open(&metadata.path, options).await?)
-        }
-        MetadataKind::Spanner => {
-            let database = metadata
-                .database
-                .clone()
-                .ok_or_else(|| ReaderError::Config {
-                    key: "metadata.database".into(),
-                    reason: "required when metadata.store = \"spanner\"".into(),
-                })?;
-            let mut options = SpannerOptions::new(database);
-            if let Some(endpoint) = metadata
-                .endpoint
-                .as_ref()
-                .or(config.spanner.endpoint.as_ref())
-            {
-                options = options.with_endpoint(endpoint.clone());
-            }
-            let admin = metadata
-                .admin_endpoint
-                .as_ref()
-                .or(config.spanner.admin_endpoint.as_ref());
-            if let Some(endpoint) = admin {
-                options = options.with_admin_endpoint(endpoint.clone());
-            }
-            if let Some(suffix) = &metadata.table_suffix {
-                options = options.with_table_suffix(suffix.clone());
-            }
-            Arc::new(SpannerMetadataStore::connect(options).await?)
-        }
-    };
-    store.ensure_tables(MissingTables::Create).await?;
-    Ok(store)
-}
-
 /// Runs the reader in `mode` until `until` (if given) or `cancel`.
 pub async fn run(
     config: &Config,
@@ -121,7 +74,7 @@ pub async fn run(
         retention = %options.retention_text,
         "change stream checked"
     );
-    let metadata = open_metadata(config).await?;
+    let metadata = open_store(config, MissingTables::Create).await?;
     let buffer = config.buffer.open().await?;
 
     let (start, window) = match mode {

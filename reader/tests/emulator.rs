@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
 use revrepl_record::buffer::LocalDirectory;
@@ -148,19 +148,9 @@ fn spawn_reader_with(
         .expect("spawn revrepl-reader")
 }
 
-/// Waits for `child` to exit, at most `deadline`; kills it on timeout.
 fn wait_exit(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            panic!("revrepl-reader did not finish within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    revrepl_test_services::wait_for_exit(child, deadline)
+        .unwrap_or_else(|| panic!("revrepl-reader did not finish within {deadline:?}"))
 }
 
 /// Runs the workload until `stop_at` (wall clock), returning every committed mod.

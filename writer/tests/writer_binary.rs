@@ -307,17 +307,8 @@ async fn connect(url: &str) -> Conn {
 }
 
 fn wait_exit(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            panic!("revrepl-writer did not finish within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    revrepl_test_services::wait_for_exit(child, deadline)
+        .unwrap_or_else(|| panic!("revrepl-writer did not finish within {deadline:?}"))
 }
 
 async fn finish(setup: &Setup, mode: &str) -> std::process::ExitStatus {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use google_cloud_spanner::client::Spanner;
 use mysql_async::prelude::Queryable;
@@ -58,17 +58,8 @@ fn spawn(
 }
 
 fn wait_exit(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            panic!("process did not finish within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    revrepl_test_services::wait_for_exit(child, deadline)
+        .unwrap_or_else(|| panic!("process did not finish within {deadline:?}"))
 }
 
 type Rows = BTreeMap<String, BTreeMap<String, String>>;

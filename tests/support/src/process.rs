@@ -383,3 +383,25 @@ pub(crate) fn install_locked(
     // The lock is released when `lock` is dropped.
     Ok(())
 }
+
+/// Waits for `child` to exit, polling until `deadline`; on timeout kills it and returns `None`.
+/// For tests that run revrepl's binaries as real processes.
+pub fn wait_for_exit(
+    child: &mut std::process::Child,
+    deadline: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if started.elapsed() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
