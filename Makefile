@@ -47,3 +47,7 @@ deploy-check: ## Validate the Kubernetes manifests in deploy/k8s against the API
 demo: ## The whole pipeline on this machine (Spanner emulator, 2 MariaDB shards, workload, run, status, validate); installs MariaDB if missing
 	$(CARGO) build -p revrepl-launcher -p revrepl-reader -p revrepl-writer --bins
 	$(TARGET_DIR)/debug/revrepl demo $(DEMO_ARGS)
+
+.PHONY: bench-reader
+bench-reader: ## Reader benchmark in release: mods/s vs a parse-and-write baseline, peak RSS with a slow partition; fails below target (BENCH_READER_ARGS="--mods N ...")
+	$(CARGO) bench -p revrepl-reader --bench reader_throughput -- $(BENCH_READER_ARGS)

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use revrepl_record::{
-    ChangeRecord, Destination, Timestamp, Window, WindowDuration, WindowFileEncoder,
+    ChangeRecord, Destination, LineFields, Timestamp, Window, WindowDuration, WindowFileEncoder,
 };
 
 /// A window released for writing: one file per destination that had data.
@@ -106,11 +106,28 @@ struct TransactionRecords {
     sequences: BTreeSet<String>,
 }
 
-/// A window under construction: its files, and its transactions' record counts.
+/// A window under construction: its files, and its transactions' record counts (by commit
+/// timestamp, then server transaction id).
 #[derive(Debug, Default)]
 struct OpenWindow {
     files: BTreeMap<Destination, WindowFileEncoder>,
-    transactions: BTreeMap<(Timestamp, String), TransactionRecords>,
+    transactions: BTreeMap<Timestamp, BTreeMap<String, TransactionRecords>>,
+}
+
+impl OpenWindow {
+    /// Notes record `sequence` of transaction `id` at `commit`, which has `expected` records.
+    fn note_record(&mut self, commit: Timestamp, id: &str, sequence: &str, expected: u64) {
+        let at_commit = self.transactions.entry(commit).or_default();
+        if !at_commit.contains_key(id) {
+            at_commit.insert(id.to_string(), TransactionRecords::default());
+        }
+        if let Some(transaction) = at_commit.get_mut(id) {
+            transaction.expected = expected;
+            if !transaction.sequences.contains(sequence) {
+                transaction.sequences.insert(sequence.to_string());
+            }
+        }
+    }
 }
 
 /// Per-destination window files under construction.
@@ -155,10 +172,70 @@ impl WindowAssembler {
         record: &ChangeRecord,
         mod_index: u32,
     ) -> Result<(), AssemblyError> {
-        let commit = record.commit_timestamp;
+        let open = self.open_window(record.commit_timestamp, &record.table_name)?;
+        let pushed = match open.files.get_mut(&destination) {
+            Some(encoder) => encoder.push(record, mod_index),
+            None => open
+                .files
+                .entry(destination)
+                .or_default()
+                .push(record, mod_index),
+        };
+        pushed.map_err(|source| AssemblyError::Encode {
+            table: record.table_name.clone(),
+            source,
+        })?;
+        open.note_record(
+            record.commit_timestamp,
+            &record.server_transaction_id,
+            &record.record_sequence,
+            record.number_of_records_in_transaction,
+        );
+        self.buffered_mods += 1;
+        Ok(())
+    }
+
+    /// Adds one line given by its fields (see [`LineFields`]) to `destination`'s file of the
+    /// window that contains its commit timestamp: the same as [`WindowAssembler::add`] of the
+    /// equivalent [`ChangeRecord`], without building it.
+    pub fn add_fields(
+        &mut self,
+        destination: &Destination,
+        line: &LineFields<'_>,
+        mod_index: u32,
+    ) -> Result<(), AssemblyError> {
+        let open = self.open_window(line.commit_timestamp, line.table_name)?;
+        let pushed = match open.files.get_mut(destination) {
+            Some(encoder) => encoder.push_fields(line, mod_index),
+            None => open
+                .files
+                .entry(destination.clone())
+                .or_default()
+                .push_fields(line, mod_index),
+        };
+        pushed.map_err(|source| AssemblyError::Encode {
+            table: line.table_name.to_string(),
+            source,
+        })?;
+        open.note_record(
+            line.commit_timestamp,
+            line.server_transaction_id,
+            line.record_sequence,
+            line.number_of_records_in_transaction,
+        );
+        self.buffered_mods += 1;
+        Ok(())
+    }
+
+    /// The window containing `commit`; an error if it was released already.
+    fn open_window(
+        &mut self,
+        commit: Timestamp,
+        table: &str,
+    ) -> Result<&mut OpenWindow, AssemblyError> {
         if commit < self.complete_up_to {
             return Err(LateRecord {
-                table: record.table_name.clone(),
+                table: table.to_string(),
                 commit,
                 complete_up_to: self.complete_up_to,
             }
@@ -168,25 +245,7 @@ impl WindowAssembler {
             .duration
             .window_of(commit)
             .map_err(|_| AssemblyError::Range(commit))?;
-        let open = self.open.entry(window).or_default();
-        open.files
-            .entry(destination)
-            .or_default()
-            .push(record, mod_index)
-            .map_err(|source| AssemblyError::Encode {
-                table: record.table_name.clone(),
-                source,
-            })?;
-        let transaction = open
-            .transactions
-            .entry((commit, record.server_transaction_id.clone()))
-            .or_default();
-        transaction.expected = record.number_of_records_in_transaction;
-        if !transaction.sequences.contains(&record.record_sequence) {
-            transaction.sequences.insert(record.record_sequence.clone());
-        }
-        self.buffered_mods += 1;
-        Ok(())
+        Ok(self.open.entry(window).or_default())
     }
 
     /// Releases every window that ends at or before `complete_before` (the low watermark:
@@ -208,15 +267,17 @@ impl WindowAssembler {
             if window.end() > last_end {
                 break;
             }
-            for ((commit, id), records) in &open.transactions {
-                if (records.sequences.len() as u64) < records.expected {
-                    return Err(IncompleteTransaction {
-                        transaction: id.clone(),
-                        commit: *commit,
-                        seen: records.sequences.len(),
-                        expected: records.expected,
+            for (commit, transactions) in &open.transactions {
+                for (id, records) in transactions {
+                    if (records.sequences.len() as u64) < records.expected {
+                        return Err(IncompleteTransaction {
+                            transaction: id.clone(),
+                            commit: *commit,
+                            seen: records.sequences.len(),
+                            expected: records.expected,
+                        }
+                        .into());
                     }
-                    .into());
                 }
             }
         }

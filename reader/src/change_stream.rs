@@ -136,24 +136,40 @@ fn fail<T>(field: &str, reason: impl Into<String>) -> Result<T, RecordDecodeErro
 }
 
 /// Decodes the value of one row's `ChangeRecord` column (an `ARRAY<STRUCT<…>>` as JSON).
+///
+/// Takes the value by value: the changed rows' JSON objects are moved into the records, not
+/// copied (this is the reader's hottest path).
 pub fn decode_change_record_column(
-    column: &Value,
+    column: Value,
 ) -> Result<Vec<ChangeStreamRecord>, RecordDecodeError> {
-    let mut records = Vec::new();
-    for element in array(column, "ChangeRecord")? {
-        let Some(element) = element.as_object() else {
-            return fail(
-                "ChangeRecord",
-                format!("expected a struct, found {}", kind(element)),
-            );
+    let elements = array(Some(column), "ChangeRecord")?;
+    // Usually one element with one record: size the vector for that, not for four records.
+    let mut records = Vec::with_capacity(elements.len());
+    for element in elements {
+        let element = match element {
+            Value::Object(element) => element,
+            other => {
+                return fail(
+                    "ChangeRecord",
+                    format!("expected a struct, found {}", kind(&other)),
+                );
+            }
         };
-        for data in array_field(element, "data_change_record")? {
+        let [data, heartbeats, children] = take_fields(
+            element,
+            [
+                "data_change_record",
+                "heartbeat_record",
+                "child_partitions_record",
+            ],
+        );
+        for data in structs(data, "data_change_record")? {
             // Beam skips inner structs whose key field is NULL; so do we.
             if data.get("commit_timestamp").is_some_and(|v| !v.is_null()) {
                 records.push(ChangeStreamRecord::DataChange(data_change(data)?));
             }
         }
-        for heartbeat in array_field(element, "heartbeat_record")? {
+        for heartbeat in structs(heartbeats, "heartbeat_record")? {
             if let Some(ts) = heartbeat.get("timestamp").filter(|v| !v.is_null()) {
                 records.push(ChangeStreamRecord::Heartbeat(timestamp(
                     ts,
@@ -161,7 +177,7 @@ pub fn decode_change_record_column(
                 )?));
             }
         }
-        for children in array_field(element, "child_partitions_record")? {
+        for children in structs(children, "child_partitions_record")? {
             if children
                 .get("start_timestamp")
                 .is_some_and(|v| !v.is_null())
@@ -186,28 +202,41 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-fn array<'a>(value: &'a Value, field: &str) -> Result<&'a [Value], RecordDecodeError> {
+/// Takes the fields named in `names` out of `object` in one pass; absent ones are `None`.
+fn take_fields<const N: usize>(object: Map<String, Value>, names: [&str; N]) -> [Option<Value>; N] {
+    let mut fields = [const { None }; N];
+    for (key, value) in object {
+        if let Some(i) = names.iter().position(|name| *name == key) {
+            fields[i] = Some(value);
+        }
+    }
+    fields
+}
+
+/// An array; NULL or absent is empty.
+fn array(value: Option<Value>, field: &str) -> Result<Vec<Value>, RecordDecodeError> {
     match value {
-        Value::Null => Ok(&[]),
-        Value::Array(items) => Ok(items),
-        other => fail(field, format!("expected an array, found {}", kind(other))),
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => fail(field, format!("expected an array, found {}", kind(&other))),
     }
 }
 
-/// Inner arrays hold objects; anything else is an error.
-fn array_field<'a>(
-    object: &'a Map<String, Value>,
+/// An array of structs (NULL elements skipped); anything else is an error.
+fn structs(
+    value: Option<Value>,
     field: &str,
-) -> Result<Vec<&'a Map<String, Value>>, RecordDecodeError> {
-    let items = array(object.get(field).unwrap_or(&Value::Null), field)?;
-    items
-        .iter()
-        .filter(|item| !item.is_null())
-        .map(|item| match item.as_object() {
-            Some(object) => Ok(object),
-            None => fail(field, format!("expected a struct, found {}", kind(item))),
-        })
-        .collect()
+) -> Result<Vec<Map<String, Value>>, RecordDecodeError> {
+    let items = array(value, field)?;
+    let mut objects = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::Null => {}
+            Value::Object(object) => objects.push(object),
+            other => return fail(field, format!("expected a struct, found {}", kind(&other))),
+        }
+    }
+    Ok(objects)
 }
 
 fn timestamp(value: &Value, field: &str) -> Result<Timestamp, RecordDecodeError> {
@@ -220,57 +249,45 @@ fn timestamp(value: &Value, field: &str) -> Result<Timestamp, RecordDecodeError>
     }
 }
 
-fn required_string(
-    object: &Map<String, Value>,
-    parent: &str,
-    field: &str,
-) -> Result<String, RecordDecodeError> {
-    match object.get(field) {
-        Some(Value::String(text)) => Ok(text.clone()),
-        Some(other) => fail(
-            &format!("{parent}.{field}"),
-            format!("expected a string, found {}", kind(other)),
-        ),
-        None => fail(&format!("{parent}.{field}"), "missing"),
+fn required_string(value: Option<Value>, path: &str) -> Result<String, RecordDecodeError> {
+    match value {
+        Some(Value::String(text)) => Ok(text),
+        Some(other) => fail(path, format!("expected a string, found {}", kind(&other))),
+        None => fail(path, "missing"),
     }
 }
 
-fn optional_string(object: &Map<String, Value>, field: &str) -> String {
-    object
-        .get(field)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+fn optional_string(value: Option<Value>) -> String {
+    match value {
+        Some(Value::String(text)) => text,
+        _ => String::new(),
+    }
 }
 
-fn optional_bool(object: &Map<String, Value>, field: &str) -> bool {
-    object.get(field).and_then(Value::as_bool).unwrap_or(false)
+fn optional_bool(value: Option<&Value>) -> bool {
+    value.and_then(Value::as_bool).unwrap_or(false)
 }
 
 /// INT64 arrives as a string through the JSON form; accept numbers too.
-fn int64(object: &Map<String, Value>, parent: &str, field: &str) -> Result<i64, RecordDecodeError> {
-    let path = || format!("{parent}.{field}");
-    match object.get(field) {
+fn int64(value: Option<&Value>, path: &str) -> Result<i64, RecordDecodeError> {
+    match value {
         None | Some(Value::Null) => Ok(0),
         Some(Value::Number(n)) => n
             .as_i64()
-            .map_or_else(|| fail(&path(), format!("{n} is not an INT64")), Ok),
+            .map_or_else(|| fail(path, format!("{n} is not an INT64")), Ok),
         Some(Value::String(s)) => s
             .parse()
-            .or_else(|_| fail(&path(), format!("{s:?} is not an INT64"))),
-        Some(other) => fail(&path(), format!("expected an INT64, found {}", kind(other))),
+            .or_else(|_| fail(path, format!("{s:?} is not an INT64"))),
+        Some(other) => fail(path, format!("expected an INT64, found {}", kind(other))),
     }
 }
 
 /// A JSON column: parsed already, or JSON text; NULL means an empty object.
-fn json_object(
-    value: Option<&Value>,
-    field: &str,
-) -> Result<Map<String, Value>, RecordDecodeError> {
+fn json_object(value: Option<Value>, field: &str) -> Result<Map<String, Value>, RecordDecodeError> {
     match value {
         None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(map)) => Ok(map.clone()),
-        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
+        Some(Value::Object(map)) => Ok(map),
+        Some(Value::String(text)) => match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(map)) => Ok(map),
             Ok(other) => fail(
                 field,
@@ -280,93 +297,142 @@ fn json_object(
         },
         Some(other) => fail(
             field,
-            format!("expected a JSON object, found {}", kind(other)),
+            format!("expected a JSON object, found {}", kind(&other)),
         ),
     }
 }
 
-fn data_change(object: &Map<String, Value>) -> Result<DataChangeRecord, RecordDecodeError> {
-    const P: &str = "data_change_record";
+fn data_change(object: Map<String, Value>) -> Result<DataChangeRecord, RecordDecodeError> {
+    let [
+        commit_timestamp,
+        record_sequence,
+        server_transaction_id,
+        is_last_record_in_transaction_in_partition,
+        table_name,
+        column_types,
+        mods,
+        mod_type,
+        value_capture_type,
+        number_of_records_in_transaction,
+        number_of_partitions_in_transaction,
+        transaction_tag,
+        is_system_transaction,
+    ] = take_fields(
+        object,
+        [
+            "commit_timestamp",
+            "record_sequence",
+            "server_transaction_id",
+            "is_last_record_in_transaction_in_partition",
+            "table_name",
+            "column_types",
+            "mods",
+            "mod_type",
+            "value_capture_type",
+            "number_of_records_in_transaction",
+            "number_of_partitions_in_transaction",
+            "transaction_tag",
+            "is_system_transaction",
+        ],
+    );
+    // Checked in the order of the fields' declaration, so the first problem is named.
     let commit_timestamp = timestamp(
-        object.get("commit_timestamp").unwrap_or(&Value::Null),
+        commit_timestamp.as_ref().unwrap_or(&Value::Null),
         "data_change_record.commit_timestamp",
     )?;
-    let mut column_types = Vec::new();
-    for column in array_field(object, "column_types")? {
-        let type_json = match column.get("type") {
-            Some(Value::String(text)) => {
-                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
-            }
-            Some(other) => other.clone(),
+    let columns = structs(column_types, "column_types")?;
+    let mut column_types = Vec::with_capacity(columns.len());
+    for column in columns {
+        let [name, type_json, is_primary_key, ordinal_position] = take_fields(
+            column,
+            ["name", "type", "is_primary_key", "ordinal_position"],
+        );
+        let type_json = match type_json {
+            Some(Value::String(text)) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            Some(other) => other,
             None => Value::Null,
         };
         column_types.push(ColumnType {
-            name: required_string(column, "data_change_record.column_types", "name")?,
+            name: required_string(name, "data_change_record.column_types.name")?,
             type_json,
-            is_primary_key: optional_bool(column, "is_primary_key"),
+            is_primary_key: optional_bool(is_primary_key.as_ref()),
             ordinal_position: int64(
-                column,
-                "data_change_record.column_types",
-                "ordinal_position",
+                ordinal_position.as_ref(),
+                "data_change_record.column_types.ordinal_position",
             )?,
         });
     }
-    let mut mods = Vec::new();
-    for m in array_field(object, "mods")? {
+    let changed = structs(mods, "mods")?;
+    let mut mods = Vec::with_capacity(changed.len());
+    for m in changed {
+        let [keys, new_values, old_values] = take_fields(m, ["keys", "new_values", "old_values"]);
         mods.push(ModValues {
-            keys: json_object(m.get("keys"), "data_change_record.mods.keys")?,
-            new_values: json_object(m.get("new_values"), "data_change_record.mods.new_values")?,
-            old_values: json_object(m.get("old_values"), "data_change_record.mods.old_values")?,
+            keys: json_object(keys, "data_change_record.mods.keys")?,
+            new_values: json_object(new_values, "data_change_record.mods.new_values")?,
+            old_values: json_object(old_values, "data_change_record.mods.old_values")?,
         });
     }
     Ok(DataChangeRecord {
         commit_timestamp,
-        record_sequence: required_string(object, P, "record_sequence")?,
-        server_transaction_id: required_string(object, P, "server_transaction_id")?,
+        record_sequence: required_string(record_sequence, "data_change_record.record_sequence")?,
+        server_transaction_id: required_string(
+            server_transaction_id,
+            "data_change_record.server_transaction_id",
+        )?,
         is_last_record_in_transaction_in_partition: optional_bool(
-            object,
-            "is_last_record_in_transaction_in_partition",
+            is_last_record_in_transaction_in_partition.as_ref(),
         ),
-        table_name: required_string(object, P, "table_name")?,
+        table_name: required_string(table_name, "data_change_record.table_name")?,
         column_types,
         mods,
-        mod_type: ModKind::parse(&required_string(object, P, "mod_type")?),
-        value_capture_type: optional_string(object, "value_capture_type"),
-        number_of_records_in_transaction: int64(object, P, "number_of_records_in_transaction")?,
-        number_of_partitions_in_transaction: int64(
-            object,
-            P,
-            "number_of_partitions_in_transaction",
+        mod_type: ModKind::parse(&required_string(mod_type, "data_change_record.mod_type")?),
+        value_capture_type: optional_string(value_capture_type),
+        number_of_records_in_transaction: int64(
+            number_of_records_in_transaction.as_ref(),
+            "data_change_record.number_of_records_in_transaction",
         )?,
-        transaction_tag: optional_string(object, "transaction_tag"),
-        is_system_transaction: optional_bool(object, "is_system_transaction"),
+        number_of_partitions_in_transaction: int64(
+            number_of_partitions_in_transaction.as_ref(),
+            "data_change_record.number_of_partitions_in_transaction",
+        )?,
+        transaction_tag: optional_string(transaction_tag),
+        is_system_transaction: optional_bool(is_system_transaction.as_ref()),
     })
 }
 
 fn child_partitions(
-    object: &Map<String, Value>,
+    object: Map<String, Value>,
 ) -> Result<ChildPartitionsRecord, RecordDecodeError> {
+    let [start_timestamp, record_sequence, listed] = take_fields(
+        object,
+        ["start_timestamp", "record_sequence", "child_partitions"],
+    );
     let start_timestamp = timestamp(
-        object.get("start_timestamp").unwrap_or(&Value::Null),
+        start_timestamp.as_ref().unwrap_or(&Value::Null),
         "child_partitions_record.start_timestamp",
     )?;
-    let mut children = Vec::new();
-    for child in array_field(object, "child_partitions")? {
+    let listed = structs(listed, "child_partitions")?;
+    let mut children = Vec::with_capacity(listed.len());
+    for child in listed {
+        let [token, parents] = take_fields(child, ["token", "parent_partition_tokens"]);
         let parents = array(
-            child.get("parent_partition_tokens").unwrap_or(&Value::Null),
+            parents,
             "child_partitions_record.child_partitions.parent_partition_tokens",
         )?;
         children.push(ChildPartition {
-            token: required_string(child, "child_partitions_record.child_partitions", "token")?,
+            token: required_string(token, "child_partitions_record.child_partitions.token")?,
             parent_partition_tokens: parents
-                .iter()
-                .filter_map(|p| p.as_str().map(str::to_string))
+                .into_iter()
+                .filter_map(|p| match p {
+                    Value::String(token) => Some(token),
+                    _ => None,
+                })
                 .collect(),
         });
     }
     Ok(ChildPartitionsRecord {
         start_timestamp,
-        record_sequence: optional_string(object, "record_sequence"),
+        record_sequence: optional_string(record_sequence),
         child_partitions: children,
     })
 }
@@ -411,7 +477,7 @@ mod tests {
             "heartbeat_record": [],
             "child_partitions_record": null
         }]);
-        let records = decode_change_record_column(&column).expect("decodes");
+        let records = decode_change_record_column(column).expect("decodes");
         let [ChangeStreamRecord::DataChange(r)] = records.as_slice() else {
             panic!("one data record expected: {records:?}");
         };
@@ -446,7 +512,7 @@ mod tests {
                 "child_partitions": [{"token": "tok-a", "parent_partition_tokens": [null]},
                                      {"token": "tok-m", "parent_partition_tokens": ["p1", "p2"]}]}]}
         ]);
-        let records = decode_change_record_column(&column).expect("decodes");
+        let records = decode_change_record_column(column).expect("decodes");
         assert_eq!(records.len(), 2);
         assert_eq!(
             records[0],
@@ -465,7 +531,7 @@ mod tests {
         let column = json!([{"data_change_record": [{
             "commit_timestamp": "2024-01-01T00:00:00Z", "record_sequence": "0",
             "server_transaction_id": "1", "table_name": "T", "mods": [], "mod_type": "UPSERT"}]}]);
-        let records = decode_change_record_column(&column).expect("decodes");
+        let records = decode_change_record_column(column).expect("decodes");
         let [ChangeStreamRecord::DataChange(r)] = records.as_slice() else {
             panic!("one record expected");
         };
@@ -498,7 +564,7 @@ mod tests {
             ),
         ];
         for (column, field) in cases {
-            let err = decode_change_record_column(&column).expect_err("malformed");
+            let err = decode_change_record_column(column).expect_err("malformed");
             assert_eq!(err.field, field, "{err}");
         }
     }

@@ -11,6 +11,11 @@ use revrepl_record::Timestamp;
 use revrepl_telemetry::{MetricsOptions, Telemetry};
 use tokio_util::sync::CancellationToken;
 
+/// The reader allocates and frees many small JSON maps per change; mimalloc does that about 1.5×
+/// faster than the system allocator (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Reads every partition of a Spanner change stream and writes one file per shard per window.
 #[derive(Debug, Parser)]
 #[command(version, about)]

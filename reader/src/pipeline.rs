@@ -32,7 +32,7 @@ use crate::assembly::{Release, WindowAssembler};
 use crate::change_stream::{ChangeStreamRecord, ChildPartition};
 use crate::error::ReaderError;
 use crate::partition::{PartitionStart, PartitionTracker, QueryEnd, Token, short_token};
-use crate::routing::{RecordFilter, RoutedLine, route_record};
+use crate::routing::{RecordFilter, RoutedRecord, route_data_change};
 use crate::source::ChangeStreamSource;
 use crate::telemetry::ReaderMetrics;
 
@@ -90,7 +90,7 @@ enum Event {
     Lines {
         token: Token,
         commit: Timestamp,
-        lines: Vec<RoutedLine>,
+        record: RoutedRecord,
     },
     Filtered {
         token: Token,
@@ -286,13 +286,16 @@ fn apply_event(
         Event::Lines {
             token,
             commit,
-            lines,
+            record,
         } => {
-            for line in lines {
-                if line.destination == Destination::Skip {
+            let mut index = 0;
+            while let Some((destination, line)) = record.line(index) {
+                if *destination == Destination::Skip {
                     metrics.skipped(1);
                 }
-                assembler.add(line.destination, &line.record, line.mod_index)?;
+                let mod_index = u32::try_from(index).unwrap_or(u32::MAX);
+                assembler.add_fields(destination, &line, mod_index)?;
+                index += 1;
             }
             tracker.on_data(&token, commit)?;
         }
@@ -419,11 +422,11 @@ impl<L: RowLookup> PartitionContext<L> {
                             .await;
                         self.metrics.records_read(data.mods.len());
                         let event = if self.filter.keeps(&data) {
-                            let lines = route_record(data, &self.assigner).await?;
+                            let record = route_data_change(data, &self.assigner).await?;
                             Event::Lines {
                                 token: token.clone(),
                                 commit,
-                                lines,
+                                record,
                             }
                         } else {
                             self.metrics.filtered(data.mods.len());

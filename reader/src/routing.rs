@@ -2,10 +2,12 @@
 //! system transactions, then give each mod its destination (DESIGN §3.7–3.8).
 
 pub use revrepl_config::Filtration;
-use revrepl_record::{ChangeRecord, Destination, Mod, ModType};
+use revrepl_record::{ChangeRecord, Destination, LineFields, Mod, ModType, Timestamp};
 use revrepl_shard_routing::{RouteRequest, RowLookup, ShardAssigner};
+use serde_json::{Map, Value};
 
-use crate::change_stream::{DataChangeRecord, ModKind};
+use crate::assembly::AssemblyError;
+use crate::change_stream::{DataChangeRecord, ModKind, ModValues};
 use crate::error::ReaderError;
 
 /// Transactions tagged with this prefix were written by the forward migration.
@@ -52,11 +54,59 @@ pub struct RoutedLine {
     pub mod_index: u32,
 }
 
-/// Routes every mod of `record` and builds its window-file lines.
-pub async fn route_record<L: RowLookup>(
-    record: DataChangeRecord,
+/// A data-change record whose mods have their destinations: what its window-file lines
+/// share, and each mod's values. The pipeline encodes the lines straight from it
+/// ([`RoutedRecord::line`]), without building a [`ChangeRecord`] per mod.
+#[derive(Debug)]
+pub struct RoutedRecord {
+    /// When the transaction committed.
+    pub commit_timestamp: Timestamp,
+    /// The transaction's id.
+    pub server_transaction_id: String,
+    /// The record's position in the transaction.
+    pub record_sequence: String,
+    /// The table changed.
+    pub table_name: String,
+    /// Insert, update or delete.
+    pub mod_type: ModType,
+    /// Data-change records of the transaction across all partitions (0 if Spanner sent a
+    /// negative number).
+    pub number_of_records_in_transaction: u64,
+    /// The transaction tag.
+    pub transaction_tag: String,
+    /// The mods, in the record's order (their index is the mod index).
+    pub mods: Vec<ModValues>,
+    /// Where each mod goes: the shard (or `skip`), by mod index.
+    pub destinations: Vec<Destination>,
+}
+
+impl RoutedRecord {
+    /// The window-file line of mod `index` with its destination; `None` past the last mod.
+    pub fn line(&self, index: usize) -> Option<(&Destination, LineFields<'_>)> {
+        let values = self.mods.get(index)?;
+        let destination = self.destinations.get(index)?;
+        let line = LineFields {
+            commit_timestamp: self.commit_timestamp,
+            server_transaction_id: &self.server_transaction_id,
+            record_sequence: &self.record_sequence,
+            table_name: &self.table_name,
+            keys: &values.keys,
+            old_values: &values.old_values,
+            new_values: &values.new_values,
+            mod_type: self.mod_type,
+            number_of_records_in_transaction: self.number_of_records_in_transaction,
+            transaction_tag: &self.transaction_tag,
+            shard: destination.directory(),
+        };
+        Some((destination, line))
+    }
+}
+
+/// Routes every mod of `record`: each mod's destination; the values stay where they are.
+pub async fn route_data_change<L: RowLookup>(
+    mut record: DataChangeRecord,
     assigner: &ShardAssigner<L>,
-) -> Result<Vec<RoutedLine>, ReaderError> {
+) -> Result<RoutedRecord, ReaderError> {
     let mod_type = match &record.mod_type {
         ModKind::Insert => ModType::Insert,
         ModKind::Update => ModType::Update,
@@ -69,37 +119,74 @@ pub async fn route_record<L: RowLookup>(
             });
         }
     };
-    let mut lines = Vec::with_capacity(record.mods.len());
-    for (index, values) in record.mods.into_iter().enumerate() {
-        let request = RouteRequest {
-            table: record.table_name.clone(),
-            keys: values.keys,
-            new_values: values.new_values,
-            old_values: values.old_values,
-            mod_type,
-            commit_timestamp: record.commit_timestamp,
-        };
-        let destination = assigner.assign(&request).await?;
-        let line = ChangeRecord {
-            commit_timestamp: record.commit_timestamp,
-            server_transaction_id: record.server_transaction_id.clone(),
-            record_sequence: record.record_sequence.clone(),
-            table_name: request.table,
-            mods: [Mod {
-                keys_json: serde_json::Value::Object(request.keys).to_string(),
-                old_values_json: serde_json::Value::Object(request.old_values).to_string(),
-                new_values_json: serde_json::Value::Object(request.new_values).to_string(),
-            }],
-            mod_type,
-            number_of_records_in_transaction: u64::try_from(
-                record.number_of_records_in_transaction,
-            )
+    let mut destinations = Vec::with_capacity(record.mods.len());
+    // One request, its values swapped with each mod's and back: nothing is copied per mod.
+    let mut request = RouteRequest {
+        table: record.table_name,
+        keys: Map::new(),
+        new_values: Map::new(),
+        old_values: Map::new(),
+        mod_type,
+        commit_timestamp: record.commit_timestamp,
+    };
+    for values in &mut record.mods {
+        swap_values(&mut request, values);
+        let destination = assigner.assign(&request).await;
+        swap_values(&mut request, values);
+        destinations.push(destination?);
+    }
+    Ok(RoutedRecord {
+        commit_timestamp: record.commit_timestamp,
+        server_transaction_id: record.server_transaction_id,
+        record_sequence: record.record_sequence,
+        table_name: request.table,
+        mod_type,
+        number_of_records_in_transaction: u64::try_from(record.number_of_records_in_transaction)
             .unwrap_or(0),
-            transaction_tag: record.transaction_tag.clone(),
+        transaction_tag: record.transaction_tag,
+        mods: record.mods,
+        destinations,
+    })
+}
+
+fn swap_values(request: &mut RouteRequest, values: &mut ModValues) {
+    std::mem::swap(&mut request.keys, &mut values.keys);
+    std::mem::swap(&mut request.new_values, &mut values.new_values);
+    std::mem::swap(&mut request.old_values, &mut values.old_values);
+}
+
+/// Routes every mod of `record` and builds its window-file lines.
+pub async fn route_record<L: RowLookup>(
+    record: DataChangeRecord,
+    assigner: &ShardAssigner<L>,
+) -> Result<Vec<RoutedLine>, ReaderError> {
+    let routed = route_data_change(record, assigner).await?;
+    let encode = |map: &Map<String, Value>| {
+        // The same text as `Value::Object(map).to_string()`, without the formatter.
+        serde_json::to_string(map).map_err(|source| AssemblyError::Encode {
+            table: routed.table_name.clone(),
+            source,
+        })
+    };
+    let mut lines = Vec::with_capacity(routed.mods.len());
+    for (index, (m, destination)) in routed.mods.iter().zip(&routed.destinations).enumerate() {
+        let line = ChangeRecord {
+            commit_timestamp: routed.commit_timestamp,
+            server_transaction_id: routed.server_transaction_id.clone(),
+            record_sequence: routed.record_sequence.clone(),
+            table_name: routed.table_name.clone(),
+            mods: [Mod {
+                keys_json: encode(&m.keys)?,
+                old_values_json: encode(&m.old_values)?,
+                new_values_json: encode(&m.new_values)?,
+            }],
+            mod_type: routed.mod_type,
+            number_of_records_in_transaction: routed.number_of_records_in_transaction,
+            transaction_tag: routed.transaction_tag.clone(),
             shard: destination.directory().to_string(),
         };
         lines.push(RoutedLine {
-            destination,
+            destination: destination.clone(),
             record: line,
             mod_index: u32::try_from(index).unwrap_or(u32::MAX),
         });

@@ -323,7 +323,7 @@ impl ChangeStreamSource for SpannerChangeStream {
             let decoded = match row {
                 Ok(row) => match row.get::<Json>("ChangeRecord") {
                     Ok(column) => {
-                        decode_change_record_column(&column).map_err(|source| ReaderError::Decode {
+                        decode_change_record_column(column).map_err(|source| ReaderError::Decode {
                             partition: short_token(&token),
                             source,
                         })

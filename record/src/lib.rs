@@ -18,7 +18,9 @@ pub mod timestamp;
 pub mod window;
 
 pub use buffer::{BufferError, BufferStore, PutOutcome};
-pub use codec::{DecodeError, WindowFileDecoder, WindowFileEncoder, decode_window_file};
+pub use codec::{
+    DecodeError, LineFields, WindowFileDecoder, WindowFileEncoder, decode_window_file,
+};
 pub use naming::{Destination, WindowFileName};
 pub use record::{ChangeRecord, Mod, ModType, compare_sequences, sort_in_commit_order};
 pub use retry::{Backoff, Classify, ErrorClass, with_backoff};

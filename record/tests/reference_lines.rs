@@ -133,5 +133,9 @@ fn float_values_survive_parsing_exactly() {
     let text = r#"{"score":0.43735781348537484,"x":5e-324,"y":1.7976931348623157e+308}"#;
     let parsed: Value = serde_json::from_str(text).expect("json");
     assert_eq!(parsed["score"].as_f64(), Some(0.437_357_813_485_374_84));
-    assert_eq!(parsed.to_string(), text, "printing gives the same digits back");
+    assert_eq!(
+        parsed.to_string(),
+        text,
+        "printing gives the same digits back"
+    );
 }
