@@ -261,7 +261,10 @@ pub async fn window_finalization_is_atomic_to_observers<B: Backend>(backend: &B)
         let done = Arc::clone(&done);
         tokio::spawn(async move {
             let mut checks = 0u32;
-            while !done.load(Ordering::SeqCst) {
+            // Checks at least once more after the writer finished, so the final state is
+            // always checked too, however fast the writes were.
+            loop {
+                let finished = done.load(Ordering::SeqCst);
                 if let Some(upto) = store.created_upto(&r, &shard("a")).await.expect("read") {
                     let seen = store
                         .windows_with_data(&r, &shard("a"), end(0)..=upto, 10_000)
@@ -274,6 +277,9 @@ pub async fn window_finalization_is_atomic_to_observers<B: Backend>(backend: &B)
                         "created_upto {upto} without its data_seen rows"
                     );
                     checks += 1;
+                }
+                if finished {
+                    break;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
