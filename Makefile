@@ -51,3 +51,7 @@ demo: ## The whole pipeline on this machine (Spanner emulator, 2 MariaDB shards,
 .PHONY: bench-reader
 bench-reader: ## Reader benchmark in release: mods/s vs a parse-and-write baseline, peak RSS with a slow partition; fails below target (BENCH_READER_ARGS="--mods N ...")
 	$(CARGO) bench -p revrepl-reader --bench reader_throughput -- $(BENCH_READER_ARGS)
+
+.PHONY: bench-writer
+bench-writer: ## Writer throughput on durable local MariaDB shards: rows/s, raw-limit and reference ratios, CPU, peak RSS, 4 shards (BENCH_WRITER_ARGS="--records N ...")
+	$(CARGO) bench -p revrepl-writer --bench writer_throughput -- $(BENCH_WRITER_ARGS)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs MariaDB (server + client) from Debian's apt if `mariadbd` is not on the machine yet.
+# Installs MariaDB (server + client) from Debian's apt if `mariadbd` is not on the machine yet,
+# and the `openssl` CLI (the TLS tests make their certificates with it) if it is missing.
 #
 # Usage: tests/scripts/install-mariadb.sh
 #
@@ -10,7 +11,7 @@ set -euo pipefail
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-if command -v mariadbd >/dev/null 2>&1; then
+if command -v mariadbd >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
     echo "mariadbd already installed: $(command -v mariadbd)"
     exit 0
 fi
@@ -25,13 +26,15 @@ if [[ "$(id -u)" != 0 ]]; then
     fi
 fi
 
-echo "installing mariadb-server and mariadb-client with apt..."
+echo "installing mariadb-server, mariadb-client and openssl with apt..."
 "${SUDO[@]}" apt-get update
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends mariadb-server mariadb-client
+    apt-get install -y --no-install-recommends mariadb-server mariadb-client openssl
 
-if ! command -v mariadbd >/dev/null 2>&1; then
-    echo "install-mariadb.sh: apt finished but mariadbd is still not on PATH" >&2
-    exit 1
-fi
+for tool in mariadbd openssl; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "install-mariadb.sh: apt finished but $tool is still not on PATH" >&2
+        exit 1
+    fi
+done
 echo "mariadbd installed: $(command -v mariadbd)"

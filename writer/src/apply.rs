@@ -15,11 +15,17 @@
 //! [`ShardApplier::apply_batch_with_retry`]). After a transient error the connection is
 //! dropped and the next call opens a new one.
 //!
+//! Planning (converting values and building statements) needs no connection: a
+//! [`BatchPlanner`] plans a batch ahead — on another thread, while the previous batch is being
+//! applied — and [`ShardApplier::apply_planned_batch`] executes that plan; it plans again
+//! itself when the plan does not fit what the checkpoint leaves to apply.
+//!
 //! Every connection runs with `time_zone = '+00:00'` (for `timestamp` columns, see
 //! [`crate::convert`]), strict SQL mode (no silent truncation), `NO_AUTO_VALUE_ON_ZERO` (a key 0
 //! stays 0) and foreign-key checks on.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -121,7 +127,59 @@ pub struct ApplyOutcome {
 
 struct State {
     link: Link,
-    planner: StatementPlanner,
+}
+
+/// Plans batches for a [`ShardApplier`] without touching its connection, so that the next
+/// batch can be planned while the current one is applied. Cheap to clone; `Send + 'static`
+/// (for `tokio::task::spawn_blocking`). Planning is CPU work: call it off the async threads.
+#[derive(Debug, Clone)]
+pub struct BatchPlanner {
+    planner: Arc<std::sync::Mutex<StatementPlanner>>,
+    /// How many times the schema was reloaded (plans of an older schema are not used);
+    /// changed only while `planner` is locked.
+    generation: Arc<AtomicU64>,
+}
+
+impl BatchPlanner {
+    /// Plans the statements applying `transactions` (as [`ShardApplier::apply_batch`] would).
+    /// Fails with the same definite error the apply would meet while planning.
+    pub fn plan(&self, transactions: &[SpannerTransaction]) -> Result<PlannedBatch, WriterError> {
+        let mut planner = self.lock();
+        let statements = planner.plan(transactions)?;
+        Ok(PlannedBatch {
+            statements,
+            transactions: transactions.len(),
+            last: transactions.last().map(SpannerTransaction::last_position),
+            generation: self.generation.load(Ordering::Acquire),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatementPlanner> {
+        self.planner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The statements of one batch, planned ahead by a [`BatchPlanner`].
+#[derive(Debug)]
+pub struct PlannedBatch {
+    statements: Vec<PlannedStatement>,
+    transactions: usize,
+    last: Option<CommitPosition>,
+    generation: u64,
+}
+
+impl PlannedBatch {
+    /// The number of statements.
+    pub fn statements(&self) -> usize {
+        self.statements.len()
+    }
+
+    /// Whether the plan was made for exactly `transactions` with the schema of `generation`.
+    fn fits(&self, transactions: &[SpannerTransaction], generation: u64) -> bool {
+        self.generation == generation
+            && self.transactions == transactions.len()
+            && self.last == transactions.last().map(SpannerTransaction::last_position)
+    }
 }
 
 /// The connection, and whether an operation on it was cut short (its future dropped, e.g. on
@@ -190,6 +248,7 @@ pub struct ShardApplier {
     config: ApplierConfig,
     database: String,
     state: Mutex<State>,
+    planner: BatchPlanner,
 }
 
 impl std::fmt::Debug for ShardApplier {
@@ -241,8 +300,11 @@ impl ShardApplier {
                     conn: Some(conn),
                     busy: false,
                 },
-                planner,
             }),
+            planner: BatchPlanner {
+                planner: Arc::new(std::sync::Mutex::new(planner)),
+                generation: Arc::new(AtomicU64::new(0)),
+            },
         })
     }
 
@@ -257,8 +319,13 @@ impl ShardApplier {
     }
 
     /// The target schema in use.
-    pub async fn schema(&self) -> Arc<TargetSchema> {
-        Arc::clone(self.state.lock().await.planner.schema())
+    pub fn schema(&self) -> Arc<TargetSchema> {
+        Arc::clone(self.planner.lock().schema())
+    }
+
+    /// A planner for batches of this applier, usable on another thread (see [`BatchPlanner`]).
+    pub fn batch_planner(&self) -> BatchPlanner {
+        self.planner.clone()
     }
 
     /// Reads the target schema again (after a schema change in the shard).
@@ -270,13 +337,16 @@ impl ShardApplier {
         let schema = state
             .link
             .settle(&self.config.shard, "reading information_schema", loaded)?;
-        state.planner = StatementPlanner::new(
+        let planner = StatementPlanner::new(
             self.config.shard.clone(),
             Arc::new(schema),
             Arc::clone(&self.config.mapping),
             self.config.time_zone,
             self.config.limits,
         );
+        let mut current = self.planner.lock();
+        *current = planner;
+        self.planner.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -335,12 +405,25 @@ impl ShardApplier {
         window: Window,
         transactions: &[SpannerTransaction],
     ) -> Result<ApplyOutcome, WriterError> {
+        self.apply_planned_batch(window, transactions, None).await
+    }
+
+    /// [`ShardApplier::apply_batch`] with statements planned ahead by
+    /// [`BatchPlanner::plan`] for the same `transactions`. The plan is used when the
+    /// checkpoint leaves all of them to apply and the schema was not reloaded since; otherwise
+    /// (or with `None`) the pending transactions are planned here.
+    pub async fn apply_planned_batch(
+        &self,
+        window: Window,
+        transactions: &[SpannerTransaction],
+        planned: Option<PlannedBatch>,
+    ) -> Result<ApplyOutcome, WriterError> {
         self.validate(window, transactions)?;
         let mut guard = self.state.lock().await;
         let state = &mut *guard;
         let conn = state.link.acquire(&self.config).await?;
         let result = self
-            .apply_in_transaction(conn, &mut state.planner, window, transactions)
+            .apply_in_transaction(conn, window, transactions, planned)
             .await;
         // Roll back on a healthy connection; drop a broken one (the server rolls back).
         let healthy = match &result {
@@ -418,12 +501,25 @@ impl ShardApplier {
         Ok(())
     }
 
+    /// Plans `pending` now, unless `planned` was made for exactly these transactions.
+    fn statements_for(
+        &self,
+        pending: &[SpannerTransaction],
+        planned: Option<PlannedBatch>,
+    ) -> Result<Vec<PlannedStatement>, WriterError> {
+        let generation = self.planner.generation.load(Ordering::Acquire);
+        match planned {
+            Some(planned) if planned.fits(pending, generation) => Ok(planned.statements),
+            _ => self.planner.lock().plan(pending),
+        }
+    }
+
     async fn apply_in_transaction(
         &self,
         conn: &mut Conn,
-        planner: &mut StatementPlanner,
         window: Window,
         transactions: &[SpannerTransaction],
+        planned: Option<PlannedBatch>,
     ) -> Result<ApplyOutcome, WriterError> {
         let shard = &self.config.shard;
         let db = |operation: &'static str| {
@@ -461,7 +557,7 @@ impl ShardApplier {
                 ..ApplyOutcome::default()
             });
         };
-        let statements = planner.plan(pending)?;
+        let statements = self.statements_for(pending, planned)?;
         let statement_count = statements.len();
         for statement in statements {
             execute(conn, shard, statement).await?;

@@ -293,8 +293,12 @@ fn check_length(bytes: &[u8], column: &TargetColumn, count_chars: bool) -> Resul
         ));
     }
     if let Some(max) = column.max_chars {
-        let length = if count_chars {
-            String::from_utf8_lossy(bytes).chars().count()
+        // A text has at most as many characters as bytes: count only when it may matter.
+        let length = if count_chars && bytes.len() as u64 > max {
+            match std::str::from_utf8(bytes) {
+                Ok(text) => text.chars().count(),
+                Err(_) => String::from_utf8_lossy(bytes).chars().count(),
+            }
         } else {
             bytes.len()
         };

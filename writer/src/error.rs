@@ -3,7 +3,8 @@
 //! Transient errors (connection lost or reset, server shutting down, deadlock, lock wait
 //! timeout, too many connections, read-only during a failover) are retried from the
 //! checkpoint; definite errors (conversion, constraint, unknown table or column, data too long,
-//! out of range) stop the shard; fatal errors (configuration, permissions) stop the writer.
+//! out of range) stop the shard; fatal errors (configuration, permissions, TLS certificates the
+//! writer does not trust) stop the writer.
 //!
 //! Errors never carry row values other than primary keys: MySQL's own messages quote values
 //! (`Duplicate entry '…'`, `Incorrect string value: '…'`), so the quoted parts of server
@@ -290,6 +291,20 @@ impl From<&mysql_async::Error> for MySqlFailure {
                 sqlstate: None,
                 message: format!("driver error: {driver}"),
             },
+            mysql_async::Error::Io(mysql_async::IoError::Io(io)) if tls_error(io).is_some() => {
+                let hint = match tls_error(io) {
+                    Some(rustls::Error::InvalidCertificate(_)) => {
+                        " (the shard's certificate is not trusted: check writer.tls_ca_file, the \
+                         server's certificate chain and that it names the host connected to)"
+                    }
+                    _ => "",
+                };
+                Self {
+                    code: None,
+                    sqlstate: None,
+                    message: format!("TLS error: {io}{hint}"),
+                }
+            }
             mysql_async::Error::Io(io) => Self {
                 code: None,
                 sqlstate: None,
@@ -374,7 +389,7 @@ pub fn classify(error: &mysql_async::Error) -> ErrorClass {
     use mysql_async::{DriverError, Error, IoError};
     match error {
         Error::Server(server) => classify_code(server.code),
-        Error::Io(IoError::Io(_)) => ErrorClass::Transient,
+        Error::Io(IoError::Io(io)) => tls_error(io).map_or(ErrorClass::Transient, classify_tls),
         Error::Io(_) => ErrorClass::Fatal, // TLS: certificates or configuration.
         Error::Url(_) => ErrorClass::Fatal,
         Error::Other(_) => ErrorClass::Definite,
@@ -392,6 +407,33 @@ pub fn classify(error: &mysql_async::Error) -> ErrorClass {
             | DriverError::CantParseServerVersion { .. } => ErrorClass::Fatal,
             _ => ErrorClass::Definite,
         },
+    }
+}
+
+/// The TLS error inside an I/O error: the TLS handshake and TLS records fail with I/O errors
+/// wrapping a `rustls::Error`.
+fn tls_error(io: &std::io::Error) -> Option<&rustls::Error> {
+    io.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// The class of a TLS error: fatal when the certificates or TLS settings of the writer and the
+/// server do not fit (an untrusted or invalid certificate, no common protocol version or
+/// cipher suite, the server's alert), which no retry can fix; transient when a connection's
+/// records are damaged (the connection is dropped and a new one made).
+fn classify_tls(error: &rustls::Error) -> ErrorClass {
+    use rustls::Error as Tls;
+    match error {
+        Tls::InvalidCertificate(_)
+        | Tls::NoCertificatesPresented
+        | Tls::UnsupportedNameType
+        | Tls::PeerIncompatible(_)
+        | Tls::InvalidCertRevocationList(_)
+        | Tls::AlertReceived(_)
+        | Tls::InconsistentKeys(_)
+        | Tls::NoApplicationProtocol
+        | Tls::General(_)
+        | Tls::Other(_) => ErrorClass::Fatal,
+        _ => ErrorClass::Transient,
     }
 }
 
@@ -532,6 +574,41 @@ mod tests {
             (Some(12), Some("c".to_string()))
         );
         assert_eq!(row_and_column("Deadlock found"), (None, None));
+    }
+
+    #[test]
+    fn certificate_errors_are_fatal_and_damaged_tls_records_transient() {
+        use mysql_async::{Error, IoError};
+        let tls = |error: rustls::Error| {
+            Error::Io(IoError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                error,
+            )))
+        };
+        let untrusted = tls(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert_eq!(classify(&untrusted), ErrorClass::Fatal);
+        let message = MySqlFailure::from(&untrusted).message;
+        assert!(
+            message.starts_with("TLS error: ")
+                && message.contains("UnknownIssuer")
+                && message.contains("writer.tls_ca_file"),
+            "{message}"
+        );
+        assert_eq!(
+            classify(&tls(rustls::Error::DecryptError)),
+            ErrorClass::Transient
+        );
+        let reset = Error::Io(IoError::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(classify(&reset), ErrorClass::Transient);
+        assert!(
+            MySqlFailure::from(&reset)
+                .message
+                .starts_with("connection error: ")
+        );
     }
 
     #[test]

@@ -51,7 +51,9 @@ pub mod shard_task;
 pub mod statement;
 pub mod telemetry;
 
-pub use apply::{ApplierConfig, ApplyOutcome, ShardApplier, shard_connection_options};
+pub use apply::{
+    ApplierConfig, ApplyOutcome, BatchPlanner, PlannedBatch, ShardApplier, shard_connection_options,
+};
 pub use batch::{BatchLimits, CommitPosition, SpannerTransaction, batches};
 pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint};
 pub use convert::{ConversionError, SourceTimeZone, TimeZoneError, to_mysql_value};

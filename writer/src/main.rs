@@ -44,7 +44,17 @@ fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
     Timestamp::parse_rfc3339(text).map_err(|e| e.to_string())
 }
 
+/// mysql_async keeps up to this many I/O buffers for reuse (its default is 128). Every
+/// statement takes the oldest one and grows it to the statement's size, so with the default
+/// the pool slowly fills with statement-sized buffers (tens of MiB per process).
+const MYSQL_BUFFER_POOL: &str = "16";
+
 fn main() -> ExitCode {
+    if std::env::var_os("MYSQL_ASYNC_BUFFER_POOL_CAP").is_none() {
+        // SAFETY: no other thread runs yet (the runtime starts below), so nothing reads the
+        // environment concurrently.
+        unsafe { std::env::set_var("MYSQL_ASYNC_BUFFER_POOL_CAP", MYSQL_BUFFER_POOL) };
+    }
     let args = Args::parse();
     revrepl_telemetry::init_logging();
     let config = match Config::load(Some(&args.config), &args.overrides) {

@@ -11,6 +11,13 @@
 //! - A definite error stops this shard with `ERROR` at the failing window (or, with the
 //!   dead-letter policy, sets the failing transaction aside in `dlq/` and goes on); transient
 //!   errors are retried forever with jittered backoff.
+//!
+//! Pipelining: while one batch is applied (MySQL working, the writer waiting), the next
+//! batches are planned ([`PLANNED_AHEAD`] at most) and, during a window's last batch, the next
+//! window's file is read, decoded and grouped, on blocking threads. So besides the window
+//! being decoded, only a few batches are held. Only the applying side changes MySQL or
+//! progress, in order, so the invariants above are those of a sequential loop; an error met
+//! ahead is acted on only when the applying side reaches its window.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,13 +29,16 @@ use revrepl_record::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::ShardApplier;
+use crate::apply::{BatchPlanner, PlannedBatch, ShardApplier};
 use crate::batch::{BatchLimits, SpannerTransaction, batches};
 use crate::error::WriterError;
 use crate::telemetry::WriterMetrics;
 
 /// Most windows listed from the metadata store per query.
 const WINDOWS_PER_QUERY: usize = 256;
+
+/// Batches planned ahead of the one being applied.
+pub const PLANNED_AHEAD: usize = 2;
 
 /// What one shard's task needs besides its applier.
 #[derive(Debug, Clone)]
@@ -69,6 +79,23 @@ pub enum ShardOutcome {
 enum Step {
     Continue,
     Stop(ShardOutcome),
+}
+
+/// What the preparing side hands to the applying side, window after window: each window's
+/// batches, then `End`; or why the window cannot be applied.
+enum Prepared {
+    /// A batch of `window` (owned, so each batch's memory goes once it is applied), planned
+    /// ahead unless planning failed (the applier then plans it again and meets the error where
+    /// it belongs).
+    Batch {
+        window: Window,
+        transactions: Vec<SpannerTransaction>,
+        planned: Option<PlannedBatch>,
+    },
+    /// Every batch of `window` was sent.
+    End(Window),
+    /// `window`'s file cannot be read or is malformed.
+    Failed(Window, WriterError),
 }
 
 impl ShardContext {
@@ -189,26 +216,19 @@ impl ShardContext {
             Some(Ok(ends)) => ends,
         };
         let complete = ends.len() < WINDOWS_PER_QUERY;
-        for end in ends {
-            let window = match self.window_ending_at(end) {
-                Ok(window) => window,
-                Err(e) => return Step::Stop(ShardOutcome::Failed(e)),
-            };
-            if let Some(outcome) = self.apply_window(applier, shard, window, cancel).await {
-                return Step::Stop(outcome);
-            }
-            if let Some(outcome) = self.record_success(shard, window, cancel).await {
-                return Step::Stop(outcome);
-            }
-            *next = match window.next() {
-                Ok(window) => window,
-                Err(e) => {
-                    return Step::Stop(ShardOutcome::Failed(WriterError::Config {
-                        key: "window".into(),
-                        reason: e.to_string(),
-                    }));
-                }
-            };
+        let windows: Result<Vec<Window>, WriterError> = ends
+            .into_iter()
+            .map(|end| self.window_ending_at(end))
+            .collect();
+        let windows = match windows {
+            Ok(windows) => windows,
+            Err(e) => return Step::Stop(ShardOutcome::Failed(e)),
+        };
+        if let Some(outcome) = self
+            .apply_windows(applier, shard, &windows, next, cancel)
+            .await
+        {
+            return Step::Stop(outcome);
         }
         // Every window up to `ready_up_to` without a data_seen row is empty: skip them at once.
         if complete && next.end() <= ready_up_to {
@@ -281,39 +301,174 @@ impl ShardContext {
         }
     }
 
-    /// Reads, checks and applies one window's file; `Some` when the shard must stop.
-    async fn apply_window(
+    /// Applies `windows` in order, recording `SUCCESS` after each and moving `next` past it;
+    /// `Some` when the shard must stop. Reading and planning run ahead (see the module
+    /// documentation).
+    async fn apply_windows(
         &self,
         applier: &ShardApplier,
         shard: &ShardId,
-        window: Window,
+        windows: &[Window],
+        next: &mut Window,
         cancel: &CancellationToken,
     ) -> Option<ShardOutcome> {
-        let path = WindowFileName::new(Destination::Shard(shard.clone()), window).path();
-        let transactions = match self.read_window(shard, window, &path, cancel).await {
-            Ok(Some(transactions)) => transactions,
-            Ok(None) => return Some(ShardOutcome::Cancelled),
-            Err(error) => return Some(self.fail(shard, window, error, cancel).await),
-        };
-        for batch in batches(&transactions, self.limits) {
-            let applied = self
-                .apply_batch(applier, shard, window, batch, cancel)
+        let (sender, receiver) = tokio::sync::mpsc::channel(PLANNED_AHEAD);
+        let prepare = self.prepare(applier.batch_planner(), shard, windows, sender, cancel);
+        let apply = self.apply_prepared(applier, shard, windows.len(), receiver, next, cancel);
+        tokio::pin!(prepare, apply);
+        let mut preparing = true;
+        loop {
+            tokio::select! {
+                // Dropping `prepare` once the applying side is done stops it.
+                outcome = &mut apply => return outcome,
+                () = &mut prepare, if preparing => preparing = false,
+            }
+        }
+    }
+
+    /// The preparing side: reads, decodes and groups each window's file, cuts its batches and
+    /// plans them, and sends them on; stops when the applying side is gone or on cancellation.
+    async fn prepare(
+        &self,
+        planner: BatchPlanner,
+        shard: &ShardId,
+        windows: &[Window],
+        sender: tokio::sync::mpsc::Sender<Prepared>,
+        cancel: &CancellationToken,
+    ) {
+        for &window in windows {
+            let path = WindowFileName::new(Destination::Shard(shard.clone()), window).path();
+            let mut transactions = match self.read_window(shard, window, &path, cancel).await {
+                Ok(Some(transactions)) => transactions,
+                Ok(None) => return,
+                Err(error) => {
+                    let _ = sender.send(Prepared::Failed(window, error)).await;
+                    return;
+                }
+            };
+            // Split the window into owned batches (moving, not copying, the records).
+            let sizes: Vec<usize> = batches(&transactions, self.limits)
+                .map(<[_]>::len)
+                .collect();
+            let mut owned = Vec::with_capacity(sizes.len());
+            for size in sizes.iter().rev() {
+                owned.push(transactions.split_off(transactions.len() - size));
+            }
+            while let Some(batch) = owned.pop() {
+                let planner = planner.clone();
+                let planned = tokio::task::spawn_blocking(move || {
+                    let planned = planner.plan(&batch).ok();
+                    (batch, planned)
+                })
                 .await;
-            match applied {
-                None => return Some(ShardOutcome::Cancelled),
-                Some(Ok(())) => {}
-                Some(Err(error)) if error.class() == ErrorClass::Definite && self.dead_letter => {
+                let (transactions, planned) = match planned {
+                    Ok(done) => done,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    // The runtime is shutting down.
+                    Err(_) => return,
+                };
+                let batch = Prepared::Batch {
+                    window,
+                    transactions,
+                    planned,
+                };
+                if sender.send(batch).await.is_err() {
+                    return;
+                }
+            }
+            if sender.send(Prepared::End(window)).await.is_err() {
+                return;
+            }
+            // Read the next window only once the applying side has taken everything sent
+            // (it applies this window's last batch meanwhile), so that at most about one
+            // window and one batch are held decoded.
+            if sender.reserve_many(PLANNED_AHEAD).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The applying side: applies what `prepare` sends, `windows` windows in order; `Some`
+    /// when the shard must stop.
+    async fn apply_prepared(
+        &self,
+        applier: &ShardApplier,
+        shard: &ShardId,
+        windows: usize,
+        mut receiver: tokio::sync::mpsc::Receiver<Prepared>,
+        next: &mut Window,
+        cancel: &CancellationToken,
+    ) -> Option<ShardOutcome> {
+        let mut done = 0;
+        while done < windows {
+            let prepared = tokio::select! {
+                () = cancel.cancelled() => return Some(ShardOutcome::Cancelled),
+                prepared = receiver.recv() => prepared,
+            };
+            // The preparing side only stops early on cancellation.
+            let Some(prepared) = prepared else {
+                return Some(ShardOutcome::Cancelled);
+            };
+            match prepared {
+                Prepared::Batch {
+                    window,
+                    transactions,
+                    planned,
+                } => {
                     if let Some(outcome) = self
-                        .apply_one_by_one(applier, shard, window, batch, &path, cancel)
+                        .apply_one_batch(applier, shard, window, &transactions, planned, cancel)
                         .await
                     {
                         return Some(outcome);
                     }
                 }
-                Some(Err(error)) => return Some(self.fail(shard, window, error, cancel).await),
+                Prepared::End(window) => {
+                    if let Some(outcome) = self.record_success(shard, window, cancel).await {
+                        return Some(outcome);
+                    }
+                    *next = match window.next() {
+                        Ok(window) => window,
+                        Err(e) => {
+                            return Some(ShardOutcome::Failed(WriterError::Config {
+                                key: "window".into(),
+                                reason: e.to_string(),
+                            }));
+                        }
+                    };
+                    done += 1;
+                }
+                Prepared::Failed(window, error) => {
+                    return Some(self.fail(shard, window, error, cancel).await);
+                }
             }
         }
         None
+    }
+
+    /// Applies one batch of `window` (with the dead-letter policy on a definite error); `Some`
+    /// when the shard must stop.
+    async fn apply_one_batch(
+        &self,
+        applier: &ShardApplier,
+        shard: &ShardId,
+        window: Window,
+        batch: &[SpannerTransaction],
+        planned: Option<PlannedBatch>,
+        cancel: &CancellationToken,
+    ) -> Option<ShardOutcome> {
+        let path = || WindowFileName::new(Destination::Shard(shard.clone()), window).path();
+        let applied = self
+            .apply_batch(applier, shard, window, batch, planned, cancel)
+            .await;
+        match applied {
+            None => Some(ShardOutcome::Cancelled),
+            Some(Ok(())) => None,
+            Some(Err(error)) if error.class() == ErrorClass::Definite && self.dead_letter => {
+                self.apply_one_by_one(applier, shard, window, batch, &path(), cancel)
+                    .await
+            }
+            Some(Err(error)) => Some(self.fail(shard, window, error, cancel).await),
+        }
     }
 
     async fn read_window(
@@ -337,35 +492,19 @@ impl ShardContext {
             location: self.buffer.location().to_string(),
             path: path.to_string(),
         })?;
-        let records = decode_window_file(&bytes).map_err(|source| WriterError::MalformedFile {
-            shard: shard.clone(),
-            path: path.to_string(),
-            source,
-        })?;
-        for record in &records {
-            let misplaced = if !window.contains(record.commit_timestamp) {
-                Some(format!(
-                    "a record committed at {} lies outside the file's window {window}",
-                    record.commit_timestamp
-                ))
-            } else if record.shard != shard.as_str() {
-                Some(format!(
-                    "a record of shard {:?} is in this shard's file",
-                    record.shard
-                ))
-            } else {
-                None
-            };
-            if let Some(reason) = misplaced {
-                return Err(WriterError::MisplacedRecord {
-                    shard: shard.clone(),
-                    path: path.to_string(),
-                    reason,
-                });
-            }
-        }
-        self.metrics.file_read(shard, records.len());
-        Ok(Some(SpannerTransaction::group(records)))
+        // Decoding and sorting is CPU work: off the async threads.
+        let (owner, file) = (shard.clone(), path.to_string());
+        let decoded =
+            tokio::task::spawn_blocking(move || decode_and_group(&owner, window, &file, &bytes))
+                .await;
+        let (records, transactions) = match decoded {
+            Ok(result) => result?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => return Ok(None),
+        };
+        self.metrics.file_read(shard, records);
+        Ok(Some(transactions))
     }
 
     async fn apply_batch(
@@ -374,11 +513,14 @@ impl ShardContext {
         shard: &ShardId,
         window: Window,
         batch: &[SpannerTransaction],
+        planned: Option<PlannedBatch>,
         cancel: &CancellationToken,
     ) -> Option<Result<(), WriterError>> {
+        // The plan serves the first attempt; a retry plans again.
+        let mut planned = planned;
         let applied = self
             .retrying(shard, "applying a batch", cancel, || {
-                applier.apply_batch(window, batch)
+                applier.apply_planned_batch(window, batch, planned.take())
             })
             .await?;
         Some(applied.map(|outcome| {
@@ -405,7 +547,10 @@ impl ShardContext {
     ) -> Option<ShardOutcome> {
         for transaction in batch {
             let one = std::slice::from_ref(transaction);
-            match self.apply_batch(applier, shard, window, one, cancel).await {
+            match self
+                .apply_batch(applier, shard, window, one, None, cancel)
+                .await
+            {
                 None => return Some(ShardOutcome::Cancelled),
                 Some(Ok(())) => {}
                 Some(Err(error)) if error.class() == ErrorClass::Definite => {
@@ -490,4 +635,42 @@ fn sanitize(text: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Decodes a window file, checks that every record belongs to the shard and the window, and
+/// groups the records into transactions; returns the record count too.
+fn decode_and_group(
+    shard: &ShardId,
+    window: Window,
+    path: &str,
+    bytes: &[u8],
+) -> Result<(usize, Vec<SpannerTransaction>), WriterError> {
+    let records = decode_window_file(bytes).map_err(|source| WriterError::MalformedFile {
+        shard: shard.clone(),
+        path: path.to_string(),
+        source,
+    })?;
+    for record in &records {
+        let misplaced = if !window.contains(record.commit_timestamp) {
+            Some(format!(
+                "a record committed at {} lies outside the file's window {window}",
+                record.commit_timestamp
+            ))
+        } else if record.shard != shard.as_str() {
+            Some(format!(
+                "a record of shard {:?} is in this shard's file",
+                record.shard
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = misplaced {
+            return Err(WriterError::MisplacedRecord {
+                shard: shard.clone(),
+                path: path.to_string(),
+                reason,
+            });
+        }
+    }
+    Ok((records.len(), SpannerTransaction::group(records)))
 }

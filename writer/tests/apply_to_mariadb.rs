@@ -1328,3 +1328,72 @@ async fn random_mixes_end_like_a_sequential_model() {
     );
     conn.disconnect().await.expect("disconnect");
 }
+
+#[tokio::test]
+async fn a_plan_made_ahead_is_used_only_for_what_the_checkpoint_leaves() {
+    let server = MariaDb::start().expect("mariadb starts");
+    let opts = database(
+        &server,
+        "ahead",
+        &[
+            "CREATE TABLE item (id INT NOT NULL PRIMARY KEY, v VARCHAR(20))",
+            // Counts every row change MySQL applies, so a change applied twice shows.
+            "CREATE TABLE applied (id INT NOT NULL PRIMARY KEY, n INT NOT NULL)",
+            "CREATE TRIGGER item_ai AFTER INSERT ON item FOR EACH ROW \
+             INSERT INTO applied VALUES (NEW.id, 1) ON DUPLICATE KEY UPDATE n = n + 1",
+            "CREATE TRIGGER item_au AFTER UPDATE ON item FOR EACH ROW \
+             INSERT INTO applied VALUES (NEW.id, 1) ON DUPLICATE KEY UPDATE n = n + 1",
+        ],
+    )
+    .await;
+    let applier = applier(&opts, "UTC", SchemaMapping::identity()).await;
+    let insert = |ms: i64, txid: &str, id: u32| {
+        record(
+            ms,
+            txid,
+            0,
+            "item",
+            ModType::Insert,
+            json!({"id": id.to_string()}),
+            json!({"v": format!("v{id}")}),
+        )
+    };
+    let batch = SpannerTransaction::group(vec![
+        insert(1, "a", 1),
+        insert(2, "b", 2),
+        insert(3, "c", 3),
+    ]);
+    let planner = applier.batch_planner();
+
+    // A plan for exactly the batch is used.
+    let planned = planner.plan(&batch[..1]).expect("plannable");
+    assert_eq!(planned.statements(), 1);
+    let outcome = applier
+        .apply_planned_batch(window(), &batch[..1], Some(planned))
+        .await
+        .expect("applies");
+    assert_eq!(outcome.applied_transactions, 1);
+
+    // The checkpoint now covers the first transaction: a plan for all three must not be
+    // executed (it would apply the first one again); the two others are planned again.
+    let planned = planner.plan(&batch).expect("plannable");
+    let outcome = applier
+        .apply_planned_batch(window(), &batch, Some(planned))
+        .await
+        .expect("applies");
+    assert_eq!(
+        (outcome.skipped_transactions, outcome.applied_transactions),
+        (1, 2)
+    );
+    let mut conn = reader(&opts).await;
+    let counts: Vec<(u32, u32)> = conn
+        .query("SELECT id, n FROM applied ORDER BY id")
+        .await
+        .expect("counts");
+    assert_eq!(
+        counts,
+        vec![(1, 1), (2, 1), (3, 1)],
+        "each change applied once"
+    );
+    conn.disconnect().await.expect("disconnect");
+}

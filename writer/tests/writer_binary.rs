@@ -510,3 +510,35 @@ async fn dead_letter_policy_sets_failing_transactions_aside_and_goes_on() {
     let small: Vec<i64> = s0.query("SELECT id FROM users").await.expect("query");
     assert!(!small.is_empty(), "the other transactions were applied");
 }
+
+#[tokio::test]
+async fn a_malformed_file_stops_the_shard_at_its_window_after_the_windows_before_it() {
+    let setup = Setup::new(1, 30, false).await;
+    // The writer reads and plans ahead of what it applies: the bad file must still be met in
+    // order, after the windows before it are applied and recorded.
+    let bad = window(12);
+    let path = WindowFileName::new(Destination::Shard(ShardId::new("s0").expect("id")), bad).path();
+    std::fs::write(setup.dir.path().join("buffer").join(path), "not a record\n")
+        .expect("overwrite the window file");
+    let status = finish(&setup, "regular").await;
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "a failed shard exits 3\n{}",
+        setup.log()
+    );
+    let progress = setup.status("s0").await.expect("progress row");
+    assert_eq!(progress.status, ProcessStatus::Error, "{}", setup.log());
+    assert_eq!(progress.file_start_interval, bad.start());
+    assert!(setup.log().contains("malformed"), "{}", setup.log());
+    let mut conn = connect(&format!("{}/app", setup.shards[0].url())).await;
+    // Every window has data: the last one applied is the one before the bad file.
+    let applied_window: Option<i64> = conn
+        .query_first(
+            "SELECT TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', window_start) \
+             FROM revrepl_checkpoint",
+        )
+        .await
+        .expect("checkpoint");
+    assert_eq!(applied_window, Some(window(11).start().seconds()));
+}

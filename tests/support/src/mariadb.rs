@@ -20,15 +20,19 @@ pub struct MariaDb {
     port: u16,
 }
 
-/// Makes sure `mariadbd` is installed, running `tests/scripts/install-mariadb.sh` (apt) under an
-/// exclusive file lock if it is not.
+/// Makes sure `mariadbd` (and `openssl`) are installed, running
+/// `tests/scripts/install-mariadb.sh` (apt) under an exclusive file lock if they are not.
 pub fn ensure_mariadb_installed() -> Result<(), ServiceError> {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     if INSTALLED.get().is_some() {
         return Ok(());
     }
-    let installed =
-        || find_program("mariadbd").is_some() && find_program("mariadb-admin").is_some();
+    // `openssl` too: the TLS tests make their certificates with it.
+    let installed = || {
+        find_program("mariadbd").is_some()
+            && find_program("mariadb-admin").is_some()
+            && find_program("openssl").is_some()
+    };
     if !installed() {
         install_locked(
             SERVICE,
