@@ -84,8 +84,7 @@ pub async fn run(cli: Cli) -> Result<u8, LauncherError> {
             let store = store::open_existing(&config).await?;
             let run_id = RunId::new(config.run_id.clone())?;
             let now = Timestamp::from(chrono::Utc::now());
-            let report =
-                status::status(store.as_ref(), &run_id, &status::FromProgress, now).await?;
+            let report = status::status_with_stored_errors(store.as_ref(), &run_id, now).await?;
             if args.json {
                 println!("{}", to_json(&report)?);
             } else {

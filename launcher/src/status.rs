@@ -4,13 +4,15 @@
 //! writer records anything), how far the reader has created windows (`created_upto`), how far
 //! the writer has applied (the end of the `SUCCESS` window, or the start of the `ERROR` /
 //! `REPROCESS` window, which is not applied), the lag of MySQL behind now, how far the writer
-//! is behind the reader (the reference guide's lag query, reference §3.15), and the last
-//! error.
+//! is behind the reader (the reference guide's lag query, reference §3.15), and, for a shard
+//! in `ERROR`, the error's text as the writer recorded it in `shard_errors` ([`StoredErrors`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use revrepl_metadata::{MetadataStore, ProcessProgress, ProcessStatus, RunId, RunRecord};
+use revrepl_metadata::{
+    MetadataStore, ProcessProgress, ProcessStatus, RunId, RunRecord, ShardError,
+};
 use revrepl_record::{ShardId, Timestamp};
 use serde::Serialize;
 
@@ -91,7 +93,8 @@ pub struct ShardStatus {
     pub lag_seconds: Option<f64>,
     /// Seconds from `applied_upto` to `created_upto`: how far the writer is behind the reader.
     pub behind_reader_seconds: Option<f64>,
-    /// The last error, for shards in `ERROR`.
+    /// The last error, for shards in `ERROR`: the writer's error text when it recorded one for
+    /// the failed window (see [`StoredErrors`]), else which window failed.
     pub last_error: Option<String>,
 }
 
@@ -102,9 +105,9 @@ impl StatusReport {
     }
 }
 
-/// Where the text of a shard's last error comes from. The metadata tables hold only the
-/// status (as the reference's do); a store of error texts written by the writer plugs in
-/// here.
+/// Where the text of a shard's last error comes from: [`StoredErrors`] (what the writer
+/// recorded in `shard_errors`), or [`FromProgress`] (only the progress row, as the reference's
+/// tables hold no error text).
 pub trait LastErrors {
     /// The last error of `shard`, given its progress row.
     fn last_error(&self, shard: &ShardId, progress: &ProcessProgress) -> Option<String>;
@@ -123,6 +126,62 @@ impl LastErrors for FromProgress {
             )
         })
     }
+}
+
+/// The error texts the writer recorded in `shard_errors` for a run, read in one query before a
+/// report is built. A shard in `ERROR` shows its recorded text when that text is about the
+/// window the shard failed at; otherwise (no `shard_errors` table, as in a database the
+/// reference created, or a text that could not be recorded) it falls back to [`FromProgress`].
+#[derive(Debug, Clone, Default)]
+pub struct StoredErrors {
+    errors: BTreeMap<ShardId, ShardError>,
+}
+
+impl StoredErrors {
+    /// The errors in `errors` (one per shard; a later one for the same shard wins).
+    pub fn new(errors: impl IntoIterator<Item = ShardError>) -> Self {
+        Self {
+            errors: errors.into_iter().map(|e| (e.shard.clone(), e)).collect(),
+        }
+    }
+
+    /// Reads the run's recorded errors from `store` (one query). The texts only add detail to
+    /// the report: when they cannot be read, a warning is logged and the report falls back
+    /// to [`FromProgress`] (the progress itself is read, and its errors reported, by
+    /// [`status`]).
+    pub async fn load(store: &dyn MetadataStore, run_id: &RunId) -> Self {
+        match store.shard_errors(run_id).await {
+            Ok(errors) => Self::new(errors),
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    table = store.tables().shard_errors(),
+                    "the error texts cannot be read; LAST ERROR shows only the failed window"
+                );
+                Self::default()
+            }
+        }
+    }
+}
+
+impl LastErrors for StoredErrors {
+    fn last_error(&self, shard: &ShardId, progress: &ProcessProgress) -> Option<String> {
+        match self.errors.get(shard) {
+            Some(error) if error.explains(progress) => Some(error.error.clone()),
+            _ => FromProgress.last_error(shard, progress),
+        }
+    }
+}
+
+/// Reads the run's progress and recorded error texts from `store` and builds the report:
+/// [`status`] with [`StoredErrors`].
+pub async fn status_with_stored_errors(
+    store: &dyn MetadataStore,
+    run_id: &RunId,
+    now: Timestamp,
+) -> Result<StatusReport, LauncherError> {
+    let errors = StoredErrors::load(store, run_id).await;
+    status(store, run_id, &errors, now).await
 }
 
 /// Reads the run's progress from `store` and builds the report.
@@ -255,7 +314,7 @@ pub fn render_text(report: &StatusReport) -> String {
                 s.applied_upto.map_or("-".into(), |t| t.to_rfc3339_millis()),
                 s.lag_seconds.map_or("-".into(), seconds_text),
                 s.behind_reader_seconds.map_or("-".into(), seconds_text),
-                s.last_error.clone().unwrap_or_else(|| "-".into()),
+                s.last_error.as_deref().map_or("-".into(), one_line),
             ]
         })
         .collect();
@@ -293,6 +352,17 @@ pub fn render_text(report: &StatusReport) -> String {
         );
     }
     out
+}
+
+/// `text` on one line: line breaks and tabs become spaces, other control characters go.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .filter_map(|c| match c {
+            '\n' | '\r' | '\t' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect()
 }
 
 /// `12.3s` under a minute, then `4m 05s`, `3h 07m`, `12d 03h`.
@@ -403,6 +473,51 @@ mod tests {
     }
 
     #[test]
+    fn stored_error_texts_show_only_for_the_window_that_failed() {
+        let run = run();
+        let stored = |shard: &str, start: i64, text: &str| ShardError {
+            shard: ShardId::new(shard).expect("shard"),
+            file_start_interval: ts(start),
+            error: text.into(),
+            recorded_at: ts(start + 1),
+        };
+        let errors = StoredErrors::new([
+            stored(
+                "a",
+                1_050,
+                "shard a, table users: column \"name\" is too narrow",
+            ),
+            stored("b", 1_020, "an old error of b"),
+            stored("c", 1_030, "c failed once, then recovered"),
+        ]);
+        let line = |shard: &str, status, start| {
+            shard_status(
+                &run,
+                &ShardId::new(shard).expect("shard"),
+                Some(ts(1_100)),
+                Some(&progress(shard, status, start)),
+                &errors,
+                ts(1_200),
+            )
+            .last_error
+        };
+        assert_eq!(
+            line("a", ProcessStatus::Error, 1_050).as_deref(),
+            Some("shard a, table users: column \"name\" is too narrow")
+        );
+        // b failed again at another window without a recorded text: the fallback.
+        let b = line("b", ProcessStatus::Error, 1_060).expect("b is in ERROR");
+        assert!(
+            b.contains("failed") && b.contains("writer's log") && !b.contains("old"),
+            "{b}"
+        );
+        assert_eq!(line("c", ProcessStatus::Success, 1_090), None);
+        assert_eq!(line("c", ProcessStatus::Reprocess, 1_030), None);
+        let d = line("d", ProcessStatus::Error, 1_070).expect("d is in ERROR");
+        assert!(d.contains("writer's log"), "{d}");
+    }
+
+    #[test]
     fn long_lags_read_as_days_and_hours() {
         assert_eq!(seconds_text(12.34), "12.3s");
         assert_eq!(seconds_text(245.0), "4m 05s");
@@ -437,7 +552,7 @@ mod tests {
                     applied_upto: Some(ts(1_050)),
                     lag_seconds: Some(150.0),
                     behind_reader_seconds: Some(50.0),
-                    last_error: Some("boom".into()),
+                    last_error: Some("boom:\n  at line 2".into()),
                 },
             ],
         };
@@ -446,9 +561,11 @@ mod tests {
         assert!(lines[1].starts_with("SHARD         STATUS"), "{text}");
         assert_eq!(lines[2].find("SUCCESS"), lines[3].find("ERROR"), "{text}");
         assert!(text.contains("1 shard(s) in ERROR"), "{text}");
+        assert!(lines[3].ends_with("boom:   at line 2"), "{text}");
         assert!(report.has_errors());
         let json = serde_json::to_value(&report).expect("json");
         assert_eq!(json["shards"][1]["status"], "ERROR");
+        assert_eq!(json["shards"][1]["last_error"], "boom:\n  at line 2");
         assert_eq!(json["shards"][0]["applied_upto"], "1970-01-01T00:18:20Z");
     }
 }

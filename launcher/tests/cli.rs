@@ -439,6 +439,18 @@ async fn status_and_reprocess_against_an_sqlite_store() {
             .await
             .expect("progress");
     }
+    // The writer's error texts: s2's is about the window it stopped at; s1's is an old one
+    // (s1 recovered since), which status does not show.
+    let s2_error = "shard s2, table users, column name (varchar(5)), key {\"id\":\"5\"}: a JSON \
+                    string value is 16 characters long, more than the column's 5";
+    store
+        .record_shard_error(&run_id, &shards[1], ts(1_704_450_850), s2_error)
+        .await
+        .expect("record s2's error");
+    store
+        .record_shard_error(&run_id, &shards[0], ts(1_704_450_820), "s1's old error")
+        .await
+        .expect("record s1's error");
 
     let run = workspace.revrepl(&["status"]).await;
     run.expect_code(3);
@@ -460,6 +472,11 @@ async fn status_and_reprocess_against_an_sqlite_store() {
         s2.contains("ERROR") && s2.contains("2024-01-05T10:34:10.000Z") && s2.contains("50.0s"),
         "{s2}"
     );
+    assert!(
+        s2.ends_with(s2_error),
+        "status shows the writer's error text: {s2}"
+    );
+    assert!(!run.stdout.contains("s1's old error"), "{}", run.stdout);
     let s3 = lines
         .iter()
         .find(|l| l.starts_with("s3 "))
@@ -474,6 +491,8 @@ async fn status_and_reprocess_against_an_sqlite_store() {
     assert_eq!(json["shards"][1]["shard"], "s2");
     assert_eq!(json["shards"][1]["status"], "ERROR");
     assert_eq!(json["shards"][1]["behind_reader_seconds"], 50.0);
+    assert_eq!(json["shards"][1]["last_error"], s2_error);
+    assert_eq!(json["shards"][0]["last_error"], serde_json::Value::Null);
     assert_eq!(json["shards"][0]["applied_upto"], "2024-01-05T10:35:00Z");
 
     // Reprocess the failed shard from an unaligned time: it is aligned down.

@@ -2,7 +2,8 @@
 //!
 //! The reader records the run, each finalized window that had data (`data_seen`) and how far
 //! it has created windows per shard (`shard_file_create_progress`); the writer waits on those,
-//! and records what it has applied (`shard_file_process_progress`). Table and column names are
+//! and records what it has applied (`shard_file_process_progress`) and, in revrepl's own
+//! `shard_errors` table, the text of a shard's last definite error. Table and column names are
 //! the reference's, so operators' queries keep working.
 //!
 //! - [`MetadataStore`]: the trait the reader, the writer and the launcher use.
@@ -23,7 +24,8 @@ pub mod tables;
 pub use error::MetadataError;
 pub use open::open_store;
 pub use progress::{
-    CreateProgress, CreatedWindows, ProcessProgress, ProcessStatus, UnknownStatus, data_seen_id,
+    CreateProgress, CreatedWindows, MAX_ERROR_TEXT_BYTES, ProcessProgress, ProcessStatus,
+    ShardError, UnknownStatus, data_seen_id, truncate_error_text,
 };
 pub use run::{RunId, RunRecord};
 pub use spanner::{SpannerMetadataStore, SpannerOptions};

@@ -1,5 +1,6 @@
-//! Per-shard progress: what the reader has created (`shard_file_create_progress`, `data_seen`)
-//! and what the writer has applied (`shard_file_process_progress`).
+//! Per-shard progress: what the reader has created (`shard_file_create_progress`, `data_seen`),
+//! what the writer has applied (`shard_file_process_progress`), and the text of a shard's last
+//! definite error (`shard_errors`).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -173,6 +174,51 @@ impl ProcessProgress {
     }
 }
 
+/// The longest error text `shard_errors` keeps, in bytes (UTF-8); longer texts are cut on a
+/// character boundary by [`truncate_error_text`].
+pub const MAX_ERROR_TEXT_BYTES: usize = 4096;
+
+/// What marks an error text cut by [`truncate_error_text`].
+const TRUNCATED_MARK: &str = " …";
+
+/// `text` as `shard_errors` stores it: at most [`MAX_ERROR_TEXT_BYTES`] bytes, cut on a
+/// character boundary and ending with ` …` when it was longer.
+pub fn truncate_error_text(text: &str) -> String {
+    if text.len() <= MAX_ERROR_TEXT_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_ERROR_TEXT_BYTES - TRUNCATED_MARK.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{TRUNCATED_MARK}", &text[..end])
+}
+
+/// One row of `shard_errors`: the text of the last definite error that stopped a shard, and the
+/// window it stopped at. It stays after the shard recovers: it describes the `ERROR` status of
+/// `shard_file_process_progress` only while that row says `ERROR` at the same window.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ShardError {
+    /// The shard.
+    pub shard: ShardId,
+    /// Start of the window that failed.
+    pub file_start_interval: Timestamp,
+    /// The error's text (at most [`MAX_ERROR_TEXT_BYTES`] bytes).
+    pub error: String,
+    /// When the error was recorded.
+    pub recorded_at: Timestamp,
+}
+
+impl ShardError {
+    /// Whether this error explains `progress`: the shard is in `ERROR` at the window that
+    /// failed with this error.
+    pub fn explains(&self, progress: &ProcessProgress) -> bool {
+        progress.status == ProcessStatus::Error
+            && progress.shard == self.shard
+            && progress.file_start_interval == self.file_start_interval
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +266,41 @@ mod tests {
             assert_eq!(status.as_str().parse::<ProcessStatus>(), Ok(status));
         }
         assert!("success".parse::<ProcessStatus>().is_err());
+    }
+
+    #[test]
+    fn long_error_texts_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate_error_text("short"), "short");
+        let exact = "x".repeat(MAX_ERROR_TEXT_BYTES);
+        assert_eq!(truncate_error_text(&exact), exact);
+        // Three-byte characters never line up with the cut.
+        for prefix in ["", "a", "ab"] {
+            let long = format!("{prefix}{}", "€".repeat(MAX_ERROR_TEXT_BYTES));
+            let cut = truncate_error_text(&long);
+            assert!(cut.len() <= MAX_ERROR_TEXT_BYTES, "{}", cut.len());
+            assert!(cut.len() > MAX_ERROR_TEXT_BYTES - 8, "{}", cut.len());
+            assert!(cut.ends_with(" …"));
+            assert!(long.starts_with(cut.trim_end_matches(" …")));
+        }
+    }
+
+    #[test]
+    fn an_error_explains_only_the_error_status_at_its_window() {
+        let error = ShardError {
+            shard: shard("a"),
+            file_start_interval: ts(100, 0),
+            error: "boom".into(),
+            recorded_at: ts(105, 0),
+        };
+        let at = |status, start| ProcessProgress {
+            shard: shard("a"),
+            status,
+            file_start_interval: ts(start, 0),
+        };
+        assert!(error.explains(&at(ProcessStatus::Error, 100)));
+        assert!(!error.explains(&at(ProcessStatus::Error, 110)));
+        assert!(!error.explains(&at(ProcessStatus::Success, 100)));
+        assert!(!error.explains(&at(ProcessStatus::Reprocess, 100)));
     }
 
     #[test]

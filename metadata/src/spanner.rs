@@ -32,7 +32,8 @@ use revrepl_record::{Backoff, ShardId, Timestamp, WindowDuration, with_backoff};
 
 use crate::error::MetadataError;
 use crate::progress::{
-    CreateProgress, CreatedWindows, ProcessProgress, ProcessStatus, data_seen_id,
+    CreateProgress, CreatedWindows, ProcessProgress, ProcessStatus, ShardError, data_seen_id,
+    truncate_error_text,
 };
 use crate::run::{RunId, RunRecord};
 use crate::store::{MetadataStore, MissingTables};
@@ -381,13 +382,55 @@ impl Inner {
         })
     }
 
+    /// The reference's tables and revrepl's own, each with its columns.
+    fn all_tables(&self) -> impl Iterator<Item = (&str, &'static [(&'static str, ColumnKind)])> {
+        self.tables
+            .with_columns()
+            .into_iter()
+            .chain(self.tables.own_with_columns())
+    }
+
+    /// `error`, unless `shard_errors` does not exist: then `None` (the table is optional, see
+    /// [`MissingTables`]). Only asked after a call on the table failed.
+    async fn unless_no_errors_table(&self, error: MetadataError) -> Option<MetadataError> {
+        if !matches!(error, MetadataError::Store { .. }) {
+            return Some(error);
+        }
+        let found = self
+            .query(
+                "read the schema",
+                Statement::builder(
+                    "SELECT TABLE_NAME FROM INFORMATION_SCHEMA.TABLES \
+                     WHERE TABLE_CATALOG = '' AND TABLE_SCHEMA = '' \
+                     AND LOWER(TABLE_NAME) = @table",
+                )
+                .add_param("table", self.tables.shard_errors().to_ascii_lowercase())
+                .build(),
+            )
+            .await;
+        match found {
+            Ok(rows) if rows.is_empty() => None,
+            Ok(_) | Err(_) => Some(error),
+        }
+    }
+
+    fn shard_error_row(&self, run_id: &RunId, row: &Row) -> Result<ShardError, MetadataError> {
+        let table = self.tables.shard_errors();
+        let shard = self.text(row, table, "shard")?;
+        let key = || format!("run_id={:?}, shard={shard:?}", run_id.as_str());
+        Ok(ShardError {
+            file_start_interval: self.timestamp(row, table, "file_start_interval", key)?,
+            error: self.text(row, table, "error")?,
+            recorded_at: self.timestamp(row, table, "update_ts", key)?,
+            shard: self.shard(table, run_id, shard.clone())?,
+        })
+    }
+
     /// Checks the tables against `INFORMATION_SCHEMA`: a malformed table is an error; returns
     /// what is missing.
     async fn schema_gaps(&self) -> Result<SchemaGaps, MetadataError> {
         let names: Vec<String> = self
-            .tables
-            .with_columns()
-            .iter()
+            .all_tables()
             .map(|(table, _)| table.to_ascii_lowercase())
             .collect();
         let columns = self
@@ -412,7 +455,7 @@ impl Inner {
             ));
         }
         let mut gaps = SchemaGaps::default();
-        for (table, wanted) in self.tables.with_columns() {
+        for (table, wanted) in self.all_tables() {
             let lower = table.to_ascii_lowercase();
             let present: Vec<&(String, String, String)> =
                 found.iter().filter(|(t, _, _)| *t == lower).collect();
@@ -601,6 +644,10 @@ fn create_table_ddl(tables: &TableNames, table: &str) -> String {
         format!(
             "CREATE TABLE {table} (\n  id STRING(MAX) NOT NULL,\n  run_id STRING(MAX) NOT NULL,\n  shard STRING(MAX) NOT NULL,\n  window_seen TIMESTAMP NOT NULL,\n  update_ts TIMESTAMP DEFAULT (CURRENT_TIMESTAMP),\n) PRIMARY KEY (id),\n  ROW DELETION POLICY (OLDER_THAN(update_ts, INTERVAL 30 DAY))"
         )
+    } else if table == tables.shard_errors() {
+        format!(
+            "CREATE TABLE {table} (\n  run_id STRING(MAX) NOT NULL,\n  shard STRING(MAX) NOT NULL,\n  file_start_interval TIMESTAMP NOT NULL,\n  error STRING(MAX) NOT NULL,\n  update_ts TIMESTAMP NOT NULL,\n) PRIMARY KEY (run_id, shard)"
+        )
     } else {
         format!(
             "CREATE TABLE {table} (\n  run_id STRING(MAX) NOT NULL,\n  shard STRING(MAX) NOT NULL,\n  file_start_interval TIMESTAMP NOT NULL,\n  status STRING(MAX) NOT NULL,\n) PRIMARY KEY (run_id, shard)"
@@ -620,7 +667,8 @@ fn index_ddl(tables: &TableNames) -> String {
 pub fn spanner_ddl(tables: &TableNames) -> Vec<String> {
     let mut statements: Vec<String> = tables
         .with_columns()
-        .iter()
+        .into_iter()
+        .chain(tables.own_with_columns())
         .map(|(table, _)| create_table_ddl(tables, table))
         .collect();
     statements.push(index_ddl(tables));
@@ -653,7 +701,7 @@ impl MetadataStore for SpannerMetadataStore {
             return Ok(());
         }
         if missing == MissingTables::Fail {
-            if let Some(table) = gaps.tables.first() {
+            if let Some(table) = gaps.tables.iter().find(|t| !inner.tables.is_own(t)) {
                 return Err(MetadataError::MalformedTable {
                     store: inner.location.clone(),
                     table: table.clone(),
@@ -662,11 +710,18 @@ impl MetadataStore for SpannerMetadataStore {
                 });
             }
             // revrepl's own index is only a speed-up: without it, listing works too.
-            tracing::warn!(
-                store = %inner.location,
-                index = inner.tables.data_seen_index(),
-                "the index on data_seen is missing: listing windows scans the table"
-            );
+            if gaps.index {
+                tracing::warn!(
+                    store = %inner.location,
+                    index = inner.tables.data_seen_index(),
+                    "the index on data_seen is missing: listing windows scans the table"
+                );
+            }
+            // revrepl's own tables are optional: without `shard_errors`, error texts are only
+            // in the writer's log.
+            for table in &gaps.tables {
+                tracing::debug!(store = %inner.location, table, "optional table is missing");
+            }
             return Ok(());
         }
         let mut ddl: Vec<String> = gaps
@@ -1043,6 +1098,89 @@ impl MetadataStore for SpannerMetadataStore {
             .map(|row| inner.process_row(run_id, row))
             .collect()
     }
+
+    async fn record_shard_error(
+        &self,
+        run_id: &RunId,
+        shard: &ShardId,
+        window_start: Timestamp,
+        error: &str,
+    ) -> Result<(), MetadataError> {
+        let context = Arc::new((
+            run_id.clone(),
+            shard.clone(),
+            timestamp_text(window_start),
+            truncate_error_text(error),
+            timestamp_text(Timestamp::from(chrono::Utc::now())),
+        ));
+        let written = self
+            .read_write(
+                "record shard error",
+                context,
+                |inner, context, transaction| async move {
+                    let (run_id, shard, interval, text, now) = &*context;
+                    transaction.buffer([Mutation::new_insert_or_update_builder(
+                        inner.tables.shard_errors(),
+                    )
+                    .set("run_id")
+                    .to(run_id.as_str())
+                    .set("shard")
+                    .to(shard.as_str())
+                    .set("file_start_interval")
+                    .to(interval.as_str())
+                    .set("error")
+                    .to(text.as_str())
+                    .set("update_ts")
+                    .to(now.as_str())
+                    .build()])?;
+                    Ok(Ok(()))
+                },
+            )
+            .await;
+        let Err(error) = written else {
+            return Ok(());
+        };
+        match self.inner.unless_no_errors_table(error).await {
+            Some(error) => Err(error),
+            None => {
+                tracing::warn!(
+                    store = %self.inner.location,
+                    table = self.inner.tables.shard_errors(),
+                    "the table of error texts does not exist (create the metadata tables to \
+                     add it): the error text is only in the log"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    async fn shard_errors(&self, run_id: &RunId) -> Result<Vec<ShardError>, MetadataError> {
+        let inner = &self.inner;
+        let table = inner.tables.shard_errors();
+        let read = inner
+            .query(
+                "read shard errors",
+                Statement::builder(format!(
+                    "SELECT shard, file_start_interval, error, update_ts FROM {table} \
+                     WHERE run_id = @run_id ORDER BY shard"
+                ))
+                .add_param("run_id", run_id.as_str())
+                .build(),
+            )
+            .await;
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(error) => {
+                return match inner.unless_no_errors_table(error).await {
+                    Some(error) => Err(error),
+                    None => Ok(Vec::new()),
+                };
+            }
+        };
+        rows.iter()
+            .map(|row| inner.shard_error_row(run_id, row))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -1081,13 +1219,15 @@ mod tests {
     fn ddl_uses_the_reference_names_and_the_suffix() {
         let tables = TableNames::new(Some("blue")).expect("valid suffix");
         let ddl = spanner_ddl(&tables);
-        assert_eq!(ddl.len(), 5);
+        assert_eq!(ddl.len(), 6);
         assert!(ddl[0].starts_with("CREATE TABLE spanner_to_gcs_metadata_blue ("));
         assert!(ddl[1].contains("created_upto TIMESTAMP NOT NULL"));
         assert!(ddl[2].contains("ROW DELETION POLICY (OLDER_THAN(update_ts, INTERVAL 30 DAY))"));
         assert!(ddl[3].contains("file_start_interval TIMESTAMP NOT NULL"));
+        assert!(ddl[4].starts_with("CREATE TABLE shard_errors_blue ("));
+        assert!(ddl[4].contains("error STRING(MAX) NOT NULL"));
         assert_eq!(
-            ddl[4],
+            ddl[5],
             "CREATE INDEX data_seen_blue_by_run_shard_window ON data_seen_blue (run_id, shard, window_seen)"
         );
     }

@@ -1,4 +1,5 @@
-//! The embedded store: the same four tables in one SQLite file, for single-machine runs.
+//! The embedded store: the same four tables (and revrepl's `shard_errors`) in one SQLite file,
+//! for single-machine runs.
 //!
 //! Invariants:
 //! - The file is in WAL mode, so the reader process and the writer process can share it:
@@ -21,7 +22,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionB
 
 use crate::error::MetadataError;
 use crate::progress::{
-    CreateProgress, CreatedWindows, ProcessProgress, ProcessStatus, data_seen_id,
+    CreateProgress, CreatedWindows, ProcessProgress, ProcessStatus, ShardError, data_seen_id,
+    truncate_error_text,
 };
 use crate::run::{RunId, RunRecord};
 use crate::store::{MetadataStore, MissingTables};
@@ -229,7 +231,29 @@ fn timestamp_text(ts: Timestamp) -> String {
     ts.to_datetime().to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
+/// Whether `table` exists in the file (names compare without case, as SQLite's do).
+fn table_exists(connection: &Connection, table: &str) -> rusqlite::Result<bool> {
+    connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1 COLLATE NOCASE)",
+        [table],
+        |row| row.get(0),
+    )
+}
+
 impl Inner {
+    /// `error`, unless it came from `shard_errors` not existing: then `None` (the table is
+    /// optional, see [`MissingTables`]).
+    fn unless_no_errors_table(
+        &self,
+        connection: &Connection,
+        error: MetadataError,
+    ) -> Option<MetadataError> {
+        match table_exists(connection, self.tables.shard_errors()) {
+            Ok(false) => None,
+            Ok(true) | Err(_) => Some(error),
+        }
+    }
+
     fn err(&self, operation: &str) -> impl Fn(rusqlite::Error) -> MetadataError + '_ {
         let operation = operation.to_owned();
         move |e| sqlite_error(&self.location, &operation, &e)
@@ -361,6 +385,20 @@ fn table_ddl(t: &TableNames) -> Vec<(String, String)> {
                 t.process_progress()
             ),
         ),
+        (
+            t.shard_errors().to_owned(),
+            format!(
+                "CREATE TABLE IF NOT EXISTS \"{}\" (
+                        run_id TEXT NOT NULL,
+                        shard TEXT NOT NULL,
+                        file_start_interval TEXT NOT NULL,
+                        error TEXT NOT NULL,
+                        update_ts TEXT NOT NULL,
+                        PRIMARY KEY (run_id, shard)
+                    ) STRICT, WITHOUT ROWID",
+                t.shard_errors()
+            ),
+        ),
     ]
 }
 
@@ -390,7 +428,12 @@ impl MetadataStore for SqliteMetadataStore {
                 .map_err(&err)?;
             // Malformed tables first: they are the more useful error.
             let mut absent_tables = Vec::new();
-            for (table, columns) in inner.tables.with_columns() {
+            let all_tables = inner
+                .tables
+                .with_columns()
+                .into_iter()
+                .chain(inner.tables.own_with_columns());
+            for (table, columns) in all_tables {
                 let mut statement = tx
                     .prepare("SELECT name FROM pragma_table_info(?1)")
                     .map_err(&err)?;
@@ -421,7 +464,9 @@ impl MetadataStore for SqliteMetadataStore {
                 }
             }
             if missing == MissingTables::Fail {
-                if let Some(table) = absent_tables.first() {
+                // revrepl's own tables are optional: a database the reference created lacks
+                // them, and the calls that use them read nothing and write nothing then.
+                if let Some(table) = absent_tables.iter().find(|t| !inner.tables.is_own(t)) {
                     return Err(MetadataError::MalformedTable {
                         store: inner.location.clone(),
                         table: (*table).to_owned(),
@@ -794,6 +839,114 @@ impl MetadataStore for SqliteMetadataStore {
             rows.into_iter()
                 .map(|(shard, interval, status)| {
                     inner.process_row(&run_id, shard, &interval, &status)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn record_shard_error(
+        &self,
+        run_id: &RunId,
+        shard: &ShardId,
+        window_start: Timestamp,
+        error: &str,
+    ) -> Result<(), MetadataError> {
+        let run_id = run_id.clone();
+        let shard = shard.clone();
+        let interval = timestamp_text(window_start);
+        let text = truncate_error_text(error);
+        let recorded = self
+            .call("record shard error", move |connection, inner| {
+                let err = inner.err("record shard error");
+                let write = |connection: &mut Connection| {
+                    let tx = connection
+                        .transaction_with_behavior(TransactionBehavior::Immediate)
+                        .map_err(&err)?;
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO \"{}\" (run_id, shard, file_start_interval, error, update_ts)
+                             VALUES (?1, ?2, ?3, ?4, ?5)
+                             ON CONFLICT (run_id, shard) DO UPDATE SET
+                               file_start_interval = excluded.file_start_interval,
+                               error = excluded.error,
+                               update_ts = excluded.update_ts",
+                            inner.tables.shard_errors()
+                        ),
+                        params![
+                            run_id.as_str(),
+                            shard.as_str(),
+                            interval,
+                            text,
+                            timestamp_text(Timestamp::from(chrono::Utc::now()))
+                        ],
+                    )
+                    .map_err(&err)?;
+                    tx.commit().map_err(&err)
+                };
+                match write(connection) {
+                    Ok(()) => Ok(true),
+                    Err(error) => match inner.unless_no_errors_table(connection, error) {
+                        Some(error) => Err(error),
+                        None => Ok(false),
+                    },
+                }
+            })
+            .await?;
+        if !recorded {
+            tracing::warn!(
+                store = %self.inner.location,
+                table = self.inner.tables.shard_errors(),
+                "the table of error texts does not exist (create the metadata tables to add \
+                 it): the error text is only in the log"
+            );
+        }
+        Ok(())
+    }
+
+    async fn shard_errors(&self, run_id: &RunId) -> Result<Vec<ShardError>, MetadataError> {
+        let run_id = run_id.clone();
+        self.call("read shard errors", move |connection, inner| {
+            let err = inner.err("read shard errors");
+            let table = inner.tables.shard_errors();
+            let read = |connection: &Connection| {
+                let mut statement = connection
+                    .prepare(&format!(
+                        "SELECT shard, file_start_interval, error, update_ts FROM \"{table}\"
+                         WHERE run_id = ?1 ORDER BY shard"
+                    ))
+                    .map_err(&err)?;
+                let rows: Vec<(String, String, String, String)> = statement
+                    .query_map([run_id.as_str()], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })
+                    .map_err(&err)?
+                    .collect::<Result<_, _>>()
+                    .map_err(&err)?;
+                Ok(rows)
+            };
+            let rows = match read(connection) {
+                Ok(rows) => rows,
+                Err(error) => match inner.unless_no_errors_table(connection, error) {
+                    Some(error) => return Err(error),
+                    None => return Ok(Vec::new()),
+                },
+            };
+            rows.into_iter()
+                .map(|(shard, interval, error, recorded)| {
+                    let key = |column: &str| {
+                        format!("run_id={:?}, shard={shard:?}, {column}", run_id.as_str())
+                    };
+                    Ok(ShardError {
+                        file_start_interval: inner.timestamp(
+                            table,
+                            || key("file_start_interval"),
+                            &interval,
+                        )?,
+                        recorded_at: inner.timestamp(table, || key("update_ts"), &recorded)?,
+                        shard: inner.shard(table, &run_id, shard)?,
+                        error,
+                    })
                 })
                 .collect()
         })

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use revrepl_record::{ShardId, Timestamp};
 
 use crate::error::MetadataError;
-use crate::progress::{CreateProgress, CreatedWindows, ProcessProgress, ProcessStatus};
+use crate::progress::{CreateProgress, CreatedWindows, ProcessProgress, ProcessStatus, ShardError};
 use crate::run::{RunId, RunRecord};
 use crate::tables::TableNames;
 
@@ -37,10 +37,12 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
     /// The table names in use (with the `metadata_table_suffix`).
     fn tables(&self) -> &TableNames;
 
-    /// Checks that the four tables (and revrepl's index on `data_seen`) exist with the columns
-    /// revrepl uses, creating missing ones when `missing` is [`MissingTables::Create`]. Safe
-    /// when several processes do it at once. A table with missing or mistyped columns is
-    /// [`MetadataError::MalformedTable`], naming the table.
+    /// Checks that the reference's four tables (and revrepl's index on `data_seen` and its own
+    /// `shard_errors` table) exist with the columns revrepl uses, creating missing ones when
+    /// `missing` is [`MissingTables::Create`]. Safe when several processes do it at once. A
+    /// table with missing or mistyped columns is [`MetadataError::MalformedTable`], naming the
+    /// table. With [`MissingTables::Fail`], a missing index or `shard_errors` table is not an
+    /// error: both are optional (a database the reference created has neither).
     async fn ensure_tables(&self, missing: MissingTables) -> Result<(), MetadataError>;
 
     /// Records a run (regular mode). Recording the same run again is a no-op; recording an
@@ -110,6 +112,23 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
         run_id: &RunId,
         status: Option<ProcessStatus>,
     ) -> Result<Vec<ProcessProgress>, MetadataError>;
+
+    /// Records the text of the definite error that stopped `shard` at the window starting at
+    /// `window_start` in `shard_errors` (insert or replace: one row per run and shard), cut to
+    /// [`MAX_ERROR_TEXT_BYTES`](crate::MAX_ERROR_TEXT_BYTES). When the table does not exist
+    /// (a store opened with [`MissingTables::Fail`] on a database the reference created),
+    /// nothing is written and a warning is logged: `Ok`.
+    async fn record_shard_error(
+        &self,
+        run_id: &RunId,
+        shard: &ShardId,
+        window_start: Timestamp,
+        error: &str,
+    ) -> Result<(), MetadataError>;
+
+    /// The run's `shard_errors` rows, sorted by shard — one query. Empty when the table does
+    /// not exist.
+    async fn shard_errors(&self, run_id: &RunId) -> Result<Vec<ShardError>, MetadataError>;
 
     /// The run's row, or [`MetadataError::MissingRun`] naming the run and this store (resume
     /// modes).

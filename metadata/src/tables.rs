@@ -1,5 +1,6 @@
 //! The names and columns of the metadata tables, the same as the reference's (DESIGN §8), with
-//! the optional `metadata_table_suffix`.
+//! the optional `metadata_table_suffix`, plus revrepl's own `shard_errors` table (the text of
+//! each shard's last definite error, which the reference's tables have no column for).
 
 use crate::error::MetadataError;
 
@@ -15,6 +16,9 @@ pub const CREATE_PROGRESS_TABLE: &str = "shard_file_create_progress";
 pub const DATA_SEEN_TABLE: &str = "data_seen";
 /// Base name of the writer's per-shard progress table.
 pub const PROCESS_PROGRESS_TABLE: &str = "shard_file_process_progress";
+/// Base name of revrepl's own table of each shard's last definite error (not in the
+/// reference: a metadata database the reference created lacks it, and works without it).
+pub const SHARD_ERRORS_TABLE: &str = "shard_errors";
 
 /// The kind of value a column holds, mapped to each store's own type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +57,15 @@ pub const PROCESS_PROGRESS_COLUMNS: &[(&str, ColumnKind)] = &[
     ("status", ColumnKind::Text),
 ];
 
+/// Columns of `shard_errors` (revrepl's own table).
+pub const SHARD_ERRORS_COLUMNS: &[(&str, ColumnKind)] = &[
+    ("run_id", ColumnKind::Text),
+    ("shard", ColumnKind::Text),
+    ("file_start_interval", ColumnKind::Timestamp),
+    ("error", ColumnKind::Text),
+    ("update_ts", ColumnKind::Timestamp),
+];
+
 /// The table (and index) names one store uses: the reference's names, each followed by
 /// `_<suffix>` when a `metadata_table_suffix` is set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -62,6 +75,7 @@ pub struct TableNames {
     data_seen: String,
     data_seen_index: String,
     process_progress: String,
+    shard_errors: String,
 }
 
 impl TableNames {
@@ -89,6 +103,7 @@ impl TableNames {
             data_seen_index: format!("{data_seen}_by_run_shard_window"),
             data_seen,
             process_progress: format!("{PROCESS_PROGRESS_TABLE}{tail}"),
+            shard_errors: format!("{SHARD_ERRORS_TABLE}{tail}"),
         })
     }
 
@@ -119,7 +134,13 @@ impl TableNames {
         &self.process_progress
     }
 
-    /// Each table's name with the columns revrepl uses in it.
+    /// `shard_errors[_suffix]`: revrepl's own table of each shard's last definite error.
+    pub fn shard_errors(&self) -> &str {
+        &self.shard_errors
+    }
+
+    /// Each of the reference's four tables with the columns revrepl uses in it: they must
+    /// exist for revrepl to work.
     pub fn with_columns(&self) -> [(&str, &'static [(&'static str, ColumnKind)]); 4] {
         [
             (self.run.as_str(), RUN_COLUMNS),
@@ -127,6 +148,19 @@ impl TableNames {
             (self.data_seen.as_str(), DATA_SEEN_COLUMNS),
             (self.process_progress.as_str(), PROCESS_PROGRESS_COLUMNS),
         ]
+    }
+
+    /// revrepl's own tables with their columns: created with the others, but optional, since
+    /// a metadata database the reference (or an older revrepl) created lacks them.
+    pub fn own_with_columns(&self) -> [(&str, &'static [(&'static str, ColumnKind)]); 1] {
+        [(self.shard_errors.as_str(), SHARD_ERRORS_COLUMNS)]
+    }
+
+    /// Whether `table` is one of revrepl's own, optional tables ([`Self::own_with_columns`]).
+    pub fn is_own(&self, table: &str) -> bool {
+        self.own_with_columns()
+            .iter()
+            .any(|(own, _)| own.eq_ignore_ascii_case(table))
     }
 }
 
@@ -140,6 +174,7 @@ impl Default for TableNames {
             data_seen_index: format!("{data_seen}_by_run_shard_window"),
             data_seen,
             process_progress: PROCESS_PROGRESS_TABLE.to_owned(),
+            shard_errors: SHARD_ERRORS_TABLE.to_owned(),
         }
     }
 }
@@ -162,6 +197,9 @@ mod tests {
             names.data_seen_index(),
             "data_seen_blue_2_by_run_shard_window"
         );
+        assert_eq!(names.shard_errors(), "shard_errors_blue_2");
+        assert!(names.is_own("shard_errors_blue_2"));
+        assert!(!names.is_own("shard_file_process_progress_blue_2"));
         assert_eq!(TableNames::new(None), Ok(TableNames::default()));
         assert_eq!(TableNames::new(Some("")), Ok(TableNames::default()));
     }

@@ -8,9 +8,10 @@
 //! - `shard_file_process_progress` says `SUCCESS` only for windows whose changes are committed
 //!   in MySQL (the applier's checkpoint commits with the data, so a crash between the two
 //!   replays nothing: the checkpoint skips what was applied).
-//! - A definite error stops this shard with `ERROR` at the failing window (or, with the
-//!   dead-letter policy, sets the failing transaction aside in `dlq/` and goes on); transient
-//!   errors are retried forever with jittered backoff.
+//! - A definite error stops this shard with `ERROR` at the failing window, its text recorded
+//!   in `shard_errors` for `revrepl status` (or, with the dead-letter policy, sets the failing
+//!   transaction aside in `dlq/` and goes on); transient errors are retried forever with
+//!   jittered backoff.
 //!
 //! Pipelining: while one batch is applied (MySQL working, the writer waiting), the next
 //! batches are planned ([`PLANNED_AHEAD`] at most) and, during a window's last batch, the next
@@ -613,14 +614,45 @@ impl ShardContext {
         error: WriterError,
         cancel: &CancellationToken,
     ) -> ShardOutcome {
-        if error.class() == ErrorClass::Definite
-            && let Some(outcome) = self
+        if error.class() == ErrorClass::Definite {
+            // The text first, so that whoever sees `ERROR` finds it (`revrepl status`).
+            self.record_error_text(shard, window, &error, cancel).await;
+            if let Some(outcome) = self
                 .record_status(shard, window, ProcessStatus::Error, cancel)
                 .await
-        {
-            return outcome;
+            {
+                return outcome;
+            }
         }
         ShardOutcome::Failed(error)
+    }
+
+    /// Records `error`'s text with the failing window in `shard_errors`, once (the store
+    /// retries transient failures a few times itself). A failure is only a warning: the text
+    /// is in the log anyway, and the shard's outcome stays the same. The text is the
+    /// error's `Display`, which carries no row values other than primary keys.
+    async fn record_error_text(
+        &self,
+        shard: &ShardId,
+        window: Window,
+        error: &WriterError,
+        cancel: &CancellationToken,
+    ) {
+        let text = error.to_string();
+        let recorded = tokio::select! {
+            () = cancel.cancelled() => return,
+            recorded = self
+                .metadata
+                .record_shard_error(&self.run_id, shard, window.start(), &text) => recorded,
+        };
+        if let Err(record_error) = recorded {
+            tracing::warn!(
+                %shard,
+                window = %window.start(),
+                error = %record_error,
+                "recording the error text for `revrepl status` failed; it is only in this log"
+            );
+        }
     }
 }
 

@@ -413,6 +413,37 @@ async fn a_definite_error_stops_one_shard_then_resume_failed_and_reprocess_finis
         setup.log().contains("shard s1"),
         "the error names the shard"
     );
+    // The error's text is recorded for `revrepl status`, with the failing window, and
+    // names the shard, the table and the column (never the row's values).
+    let errors = setup
+        .metadata
+        .shard_errors(&RunId::new(RUN).expect("run"))
+        .await
+        .expect("read shard errors");
+    assert_eq!(
+        errors.iter().map(|e| e.shard.as_str()).collect::<Vec<_>>(),
+        vec!["s1"],
+        "only s1 failed: {errors:?}"
+    );
+    let recorded = &errors[0];
+    assert_eq!(recorded.file_start_interval, window(0).start());
+    for part in ["shard s1", "users", "name"] {
+        assert!(
+            recorded.error.contains(part),
+            "the recorded error names {part:?}: {}",
+            recorded.error
+        );
+    }
+    assert!(
+        !recorded.error.contains("'q'") && !recorded.error.contains('é'),
+        "the recorded error carries no row values: {}",
+        recorded.error
+    );
+    assert!(
+        setup.log().contains(&recorded.error),
+        "the log has the same text\n{}",
+        setup.log()
+    );
 
     s1.query_drop("ALTER TABLE users MODIFY name VARCHAR(64)")
         .await

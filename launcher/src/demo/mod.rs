@@ -44,7 +44,7 @@ use crate::cli::{
 use crate::error::LauncherError;
 use crate::run::{self, Binaries, Note, RunPlan};
 use crate::spanner::{self, SourceDatabase};
-use crate::status::{self, FromProgress};
+use crate::status;
 use crate::{EXIT_DIFFERENCES, EXIT_SHARD_ERROR, init, store, validate};
 
 /// The run id of the demo.
@@ -171,7 +171,7 @@ impl Demo<'_> {
         let store = store::open_existing(&config).await?;
         let run_id = RunId::new(config.run_id.clone())?;
         let now = Timestamp::from(chrono::Utc::now());
-        let report = status::status(store.as_ref(), &run_id, &FromProgress, now).await?;
+        let report = status::status_with_stored_errors(store.as_ref(), &run_id, now).await?;
         print!("{}", status::render_text(&report));
         println!("$ revrepl validate --config {}", config_path.display());
         let options = crate::validate_options(

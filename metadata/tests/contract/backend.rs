@@ -29,6 +29,10 @@ pub trait Backend: Sized + Send + Sync {
     /// Creates `shard_file_create_progress` (no suffix) with a wrong column.
     async fn create_malformed_create_progress(&self);
 
+    /// Drops revrepl's own `shard_errors` table (no suffix), leaving the reference's four
+    /// tables: what a database the reference (or an older revrepl) created looks like.
+    async fn drop_shard_errors(&self);
+
     /// The error of a call on a store that cannot be reached.
     async fn unreachable_error(&self) -> MetadataError;
 
@@ -95,6 +99,13 @@ impl Backend for Sqlite {
                 "CREATE TABLE shard_file_create_progress (run_id TEXT, shard TEXT, upto TEXT)",
             )
             .expect("create the malformed table");
+    }
+
+    async fn drop_shard_errors(&self) {
+        let connection = rusqlite::Connection::open(self.path()).expect("open the SQLite file");
+        connection
+            .execute_batch("DROP TABLE shard_errors")
+            .expect("drop the table");
     }
 
     async fn unreachable_error(&self) -> MetadataError {
@@ -206,6 +217,10 @@ impl Backend for Spanner {
              shard STRING(MAX) NOT NULL, created_upto STRING(MAX)) PRIMARY KEY (run_id, shard)",
         )
         .await;
+    }
+
+    async fn drop_shard_errors(&self) {
+        self.update_ddl("DROP TABLE shard_errors").await;
     }
 
     async fn unreachable_error(&self) -> MetadataError {

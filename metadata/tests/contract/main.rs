@@ -26,6 +26,8 @@ macro_rules! contract_suite {
                 failed_window_finalization_writes_nothing,
                 windows_with_data_are_listed_by_range_in_one_query,
                 process_status_transitions_and_listing_by_status,
+                shard_errors_are_kept_per_run_and_shard_and_overwritten,
+                missing_shard_errors_table_reads_as_empty_and_skips_writes,
                 table_suffixes_keep_stores_apart,
                 two_runs_do_not_see_each_others_rows,
                 reopening_the_store_keeps_every_row,

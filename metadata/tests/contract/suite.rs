@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use revrepl_metadata::{
-    CreatedWindows, MetadataError, MetadataStore, MissingTables, ProcessProgress, ProcessStatus,
-    RunId, RunRecord,
+    CreatedWindows, MAX_ERROR_TEXT_BYTES, MetadataError, MetadataStore, MissingTables,
+    ProcessProgress, ProcessStatus, RunId, RunRecord, ShardError,
 };
 use revrepl_record::{Classify, ErrorClass, ShardId, Timestamp, Window, WindowDuration};
 
@@ -463,6 +463,143 @@ pub async fn process_status_transitions_and_listing_by_status<B: Backend>(backen
     assert_eq!(resume, vec![ts(T0 + 40), ts(T0 + 40), ts(T0 + 50)]);
 }
 
+/// `(shard, window start, text)` of each recorded error, for comparisons.
+fn error_rows(errors: &[ShardError]) -> Vec<(String, Timestamp, String)> {
+    errors
+        .iter()
+        .map(|e| (e.shard.to_string(), e.file_start_interval, e.error.clone()))
+        .collect()
+}
+
+pub async fn shard_errors_are_kept_per_run_and_shard_and_overwritten<B: Backend>(backend: &B) {
+    let store = ready(backend).await;
+    let (r1, r2) = (run("run-1"), run("run-2"));
+    assert!(store.shard_errors(&r1).await.expect("read").is_empty());
+
+    let before = Timestamp::from(chrono::Utc::now());
+    let first = "shard b, table users: column \"name\" is too narrow";
+    store
+        .record_shard_error(&r1, &shard("b"), ts(T0 + 20), first)
+        .await
+        .expect("record");
+    store
+        .record_shard_error(&r1, &shard("a"), ts(T0), "a's error")
+        .await
+        .expect("record");
+    store
+        .record_shard_error(&r2, &shard("b"), ts(T0 + 100), "another run's error")
+        .await
+        .expect("record");
+    let errors = store.shard_errors(&r1).await.expect("read");
+    assert_eq!(
+        error_rows(&errors),
+        vec![
+            ("a".to_owned(), ts(T0), "a's error".to_owned()),
+            ("b".to_owned(), ts(T0 + 20), first.to_owned()),
+        ]
+    );
+    let after = Timestamp::from(chrono::Utc::now());
+    for error in &errors {
+        assert!(
+            error.recorded_at >= ts(before.seconds() - 1)
+                && error.recorded_at <= ts(after.seconds() + 1),
+            "{error:?} recorded between {before} and {after}"
+        );
+    }
+
+    // A later error of the same shard replaces the earlier one; the other run keeps its own.
+    let long = format!("later: {}", "€".repeat(MAX_ERROR_TEXT_BYTES));
+    store
+        .record_shard_error(&r1, &shard("b"), ts(T0 + 50), &long)
+        .await
+        .expect("record again");
+    let errors = store.shard_errors(&r1).await.expect("read");
+    assert_eq!(errors.len(), 2);
+    let b = &errors[1];
+    assert_eq!(
+        (b.shard.as_str(), b.file_start_interval),
+        ("b", ts(T0 + 50))
+    );
+    assert!(b.error.len() <= MAX_ERROR_TEXT_BYTES, "{}", b.error.len());
+    assert!(
+        b.error.starts_with("later: €€") && b.error.ends_with(" …"),
+        "{}",
+        b.error.chars().take(20).collect::<String>()
+    );
+    assert_eq!(
+        error_rows(&store.shard_errors(&r2).await.expect("read")),
+        vec![(
+            "b".to_owned(),
+            ts(T0 + 100),
+            "another run's error".to_owned()
+        )]
+    );
+    assert!(
+        store
+            .shard_errors(&run("never-ran"))
+            .await
+            .expect("read")
+            .is_empty()
+    );
+
+    // The error text does not touch the progress row.
+    assert_eq!(
+        store
+            .process_progress(&r1, &shard("b"))
+            .await
+            .expect("read"),
+        None
+    );
+}
+
+pub async fn missing_shard_errors_table_reads_as_empty_and_skips_writes<B: Backend>(backend: &B) {
+    let r = run("run-1");
+    {
+        let store = ready(backend).await;
+        store
+            .record_shard_error(&r, &shard("a"), ts(T0), "recorded before the drop")
+            .await
+            .expect("record");
+    }
+    // What a database the reference (or an older revrepl) created looks like.
+    backend.drop_shard_errors().await;
+
+    let store = backend.open().await;
+    store
+        .ensure_tables(MissingTables::Fail)
+        .await
+        .expect("the optional table may be missing");
+    assert_eq!(store.shard_errors(&r).await, Ok(Vec::new()));
+    store
+        .record_shard_error(&r, &shard("a"), ts(T0 + 10), "nowhere to go")
+        .await
+        .expect("a missing table skips the write");
+    assert_eq!(store.shard_errors(&r).await, Ok(Vec::new()));
+    // Everything else works as before.
+    store
+        .set_process_progress(&r, &progress("a", ProcessStatus::Error, ts(T0 + 10)))
+        .await
+        .expect("write");
+
+    // Creating the tables adds it, and only it.
+    store
+        .ensure_tables(MissingTables::Create)
+        .await
+        .expect("the table is created");
+    store
+        .record_shard_error(&r, &shard("a"), ts(T0 + 10), "now stored")
+        .await
+        .expect("record");
+    assert_eq!(
+        error_rows(&store.shard_errors(&r).await.expect("read")),
+        vec![("a".to_owned(), ts(T0 + 10), "now stored".to_owned())]
+    );
+    assert_eq!(
+        store.process_progress(&r, &shard("a")).await.expect("read"),
+        Some(progress("a", ProcessStatus::Error, ts(T0 + 10)))
+    );
+}
+
 pub async fn table_suffixes_keep_stores_apart<B: Backend>(backend: &B) {
     let plain = ready(backend).await;
     let blue = backend.open_with(Some("blue_1")).await.expect("open");
@@ -471,6 +608,7 @@ pub async fn table_suffixes_keep_stores_apart<B: Backend>(backend: &B) {
         .expect("tables with suffix");
     assert_eq!(blue.tables().run(), "spanner_to_gcs_metadata_blue_1");
     assert_eq!(blue.tables().data_seen(), "data_seen_blue_1");
+    assert_eq!(blue.tables().shard_errors(), "shard_errors_blue_1");
 
     let r = run("run-1");
     let in_plain = RunRecord::new(r.clone(), ts(T0), ten_seconds()).expect("aligned");
