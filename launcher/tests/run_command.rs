@@ -112,6 +112,18 @@ fn collect(
     })
 }
 
+/// The start time `run` pinned, from the reader's command line it prints
+/// (`… --set reader.start_timestamp=<RFC 3339> …`, possibly quoted).
+fn pinned_start(line: &str) -> Option<Timestamp> {
+    let (_, rest) = line.split_once("reader.start_timestamp=")?;
+    let value: String = rest
+        .trim_start_matches(['\'', '"'])
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '\'' && *c != '"')
+        .collect();
+    Timestamp::parse_rfc3339(&value).ok()
+}
+
 /// The pid in `revrepl run: writer started (pid N, mode …)`.
 fn writer_pid(line: &str) -> Option<i32> {
     let rest = line.strip_prefix("revrepl run: writer started (pid ")?;
@@ -134,7 +146,7 @@ async fn run_restarts_a_killed_writer_and_replicates_exactly() {
     let config = workspace(dir.path(), &emulator, &servers).await;
 
     let now = Timestamp::from(chrono::Utc::now());
-    let until = Timestamp::new(now.seconds() + 24, 0).expect("until");
+    let until = Timestamp::new(now.seconds() + 30, 0).expect("until");
     let mut child = tokio::process::Command::new(revrepl())
         .args(["run", "--config"])
         .arg(&config)
@@ -162,10 +174,35 @@ async fn run_restarts_a_killed_writer_and_replicates_exactly() {
     let stdout = collect(child.stdout.take().expect("stdout"), out_tx);
     let stderr = collect(child.stderr.take().expect("stderr"), err_tx);
 
-    // Write from now until 4 s before --until, so that every change belongs to the run;
-    // kill the writer (SIGKILL: no chance to clean up) half-way.
+    // `run` pins the reader's start when it starts (printed in the reader's command): write
+    // only after it (on a slow machine `run` may start after the workload could) and until
+    // 4 s before --until, so that every change belongs to the run; kill the writer (SIGKILL:
+    // no chance to clean up) half-way.
+    let mut out_lines = Vec::new();
+    let start = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let line = out_rx
+                .recv()
+                .await
+                .expect("`revrepl run` printed its commands");
+            let start = pinned_start(&line);
+            out_lines.push(line);
+            if let Some(start) = start {
+                return start;
+            }
+        }
+    })
+    .await
+    .expect("`revrepl run` printed the reader's command within a minute");
+    while Timestamp::from(chrono::Utc::now()) <= start {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let stop = Timestamp::new(until.seconds() - 4, 0).expect("stop");
-    let kill_at = Timestamp::new(now.seconds() + 10, 0).expect("kill time");
+    assert!(
+        stop.seconds() - start.seconds() >= 12,
+        "`revrepl run` started too late ({start}) to run the workload before {stop}"
+    );
+    let kill_at = Timestamp::new((start.seconds() + stop.seconds()) / 2, 0).expect("kill time");
     let mut workload = Workload::connect(&emulator.grpc_endpoint(), DATABASE, &SHARDS, 11)
         .await
         .expect("workload");
@@ -198,7 +235,6 @@ async fn run_restarts_a_killed_writer_and_replicates_exactly() {
         .expect("revrepl run finishes within 3 minutes of --until")
         .expect("wait");
     let _ = tokio::join!(stdout, stderr);
-    let mut out_lines = Vec::new();
     while let Ok(line) = out_rx.try_recv() {
         out_lines.push(line);
     }
@@ -260,7 +296,7 @@ async fn run_restarts_a_killed_writer_and_replicates_exactly() {
     assert_eq!(
         validate.status.code(),
         Some(0),
-        "validate\n{text}\n{}\n--- run's stderr\n{err}",
+        "--- run's stderr\n{err}\n--- validate's stderr\n{}\n--- validate's stdout\n{text}",
         String::from_utf8_lossy(&validate.stderr)
     );
     assert!(text.contains("every compared row matches"), "{text}");

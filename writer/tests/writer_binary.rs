@@ -1,6 +1,7 @@
 //! The `revrepl-writer` binary against real MariaDB shards, a real local buffer of window files
-//! and a real SQLite metadata store: exactly-once apply across SIGKILLs, a shard stopped for
-//! 20 s, a definite error then `resumeFailed`, `reprocess`, and reference-style files.
+//! and a real SQLite metadata store: exactly-once apply across SIGKILLs, a graceful stop on
+//! SIGTERM, a shard stopped for 20 s, a definite error then `resumeFailed`, `reprocess`, and
+//! reference-style files.
 //!
 //! Windows are generated here (as the reader would write them) so every expectation is exact.
 //! Triggers count every row change MySQL applies, so a batch applied twice shows.
@@ -572,4 +573,67 @@ async fn a_malformed_file_stops_the_shard_at_its_window_after_the_windows_before
         .await
         .expect("checkpoint");
     assert_eq!(applied_window, Some(window(11).start().seconds()));
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_with_progress_behind_durable_work_then_resume_is_exact() {
+    let setup = Setup::new(1, 600, false).await;
+    let mut child = setup.spawn("regular", &[]);
+    // Stop it once it is applying: after the first window is recorded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while setup.status("s0").await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no window applied within a minute\n{}",
+            setup.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    // SAFETY: plain kill(2) on the child we started (and have not reaped).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "send SIGTERM");
+    let stopping = Instant::now();
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30)))
+            .await
+            .expect("join");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM is a clean stop\n{}",
+        setup.log()
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "stopped {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+
+    // It stopped part-way, and the progress row never claims more than MySQL holds.
+    let progress = setup.status("s0").await.expect("progress row");
+    assert_eq!(progress.status, ProcessStatus::Success);
+    assert!(
+        progress.file_start_interval < window(setup.windows - 1).start(),
+        "SIGTERM came before the last window\n{}",
+        setup.log()
+    );
+    let mut conn = connect(&format!("{}/app", setup.shards[0].url())).await;
+    let applied_window: Option<i64> = conn
+        .query_first(
+            "SELECT TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', window_start) \
+             FROM revrepl_checkpoint",
+        )
+        .await
+        .expect("checkpoint");
+    let applied_window = applied_window.expect("a checkpoint row");
+    assert!(
+        progress.file_start_interval.seconds() <= applied_window,
+        "progress ({}) is past the checkpoint (window starting at {applied_window} s)",
+        progress.file_start_interval
+    );
+
+    // Resuming applies the rest, nothing twice.
+    let status = finish(&setup, "resume").await;
+    assert!(status.success(), "writer failed: {status}\n{}", setup.log());
+    assert_eq!(setup.state(0).await, setup.expected["s0"]);
 }

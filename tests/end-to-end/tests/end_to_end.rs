@@ -1,6 +1,8 @@
 //! The whole pipeline on real parts: the Spanner emulator with partition churn and a mixed
 //! workload → `revrepl-reader` → a local buffer → `revrepl-writer` → two MariaDB shards, with the
 //! SQLite metadata store. At the end every shard holds exactly the Spanner rows routed to it.
+//! While it runs, both binaries' Prometheus endpoints (`--metrics-addr`) are scraped over HTTP
+//! and their counters must move.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,12 +46,14 @@ fn spawn(
     mode: &str,
     until: Timestamp,
     log: &std::path::Path,
+    metrics_port: u16,
 ) -> Child {
     let log = std::fs::File::create(log).expect("log file");
     Command::new(binary(binary_name))
         .arg("--config")
         .arg(config)
         .args(["--mode", mode, "--until", &until.to_rfc3339()])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -63,6 +67,46 @@ fn wait_exit(child: &mut Child, deadline: Duration) -> std::process::ExitStatus 
 }
 
 type Rows = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The sum over every label set of the samples of `metric` scraped from
+/// `http://127.0.0.1:<port>/metrics`; `None` while the endpoint is not up (or the metric not
+/// yet recorded).
+async fn scrape_sum(client: &reqwest::Client, port: u16, metric: &str) -> Option<f64> {
+    let response = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?;
+    assert!(
+        response.status().is_success(),
+        "GET /metrics on port {port}: {}",
+        response.status()
+    );
+    let body = response.text().await.ok()?;
+    let samples: Vec<f64> = body
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
+/// Values of one counter seen during the run, in scrape order.
+#[derive(Debug, Default)]
+struct Scraped {
+    values: Vec<f64>,
+}
+
+impl Scraped {
+    /// Whether the counter was seen above zero and then higher again: it moved during the run.
+    fn moved(&self) -> bool {
+        let first_positive = self.values.iter().position(|&v| v > 0.0);
+        first_positive.is_some_and(|i| self.values[i + 1..].iter().any(|&v| v > self.values[i]))
+    }
+}
 
 /// Spanner's rows per shard: `table -> key -> canonical values`.
 async fn spanner_rows(emulator: &SpannerEmulator) -> BTreeMap<String, Rows> {
@@ -221,12 +265,15 @@ poll_interval = "200ms"
     )
     .expect("config");
 
+    let reader_metrics = revrepl_test_services::free_port().expect("a port for the reader");
+    let writer_metrics = revrepl_test_services::free_port().expect("a port for the writer");
     let mut reader = spawn(
         "revrepl-reader",
         &config,
         "regular",
         until,
         &dir.path().join("reader.log"),
+        reader_metrics,
     );
     let mut writer = spawn(
         "revrepl-writer",
@@ -234,6 +281,7 @@ poll_interval = "200ms"
         "regular",
         until,
         &dir.path().join("writer.log"),
+        writer_metrics,
     );
     // Write only inside [start, until - 4 s), so every committed change belongs to the run.
     while Timestamp::from(chrono::Utc::now()) <= start {
@@ -243,8 +291,28 @@ poll_interval = "200ms"
     let mut workload = Workload::connect(&emulator.grpc_endpoint(), DATABASE, &SHARDS, 5)
         .await
         .expect("workload");
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("HTTP client");
+    let (mut written, mut applied) = (Scraped::default(), Scraped::default());
+    let mut next_scrape = std::time::Instant::now();
     while Timestamp::from(chrono::Utc::now()) < stop {
         workload.step().await.expect("workload step");
+        if std::time::Instant::now() >= next_scrape {
+            let (w, a) = tokio::join!(
+                scrape_sum(&http, reader_metrics, "revrepl_reader_mods_written_total"),
+                scrape_sum(
+                    &http,
+                    writer_metrics,
+                    "revrepl_writer_records_applied_total"
+                ),
+            );
+            written.values.extend(w);
+            applied.values.extend(a);
+            next_scrape = std::time::Instant::now() + Duration::from_secs(2);
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let committed = workload.committed().len();
@@ -266,6 +334,15 @@ poll_interval = "200ms"
         statuses.1.success(),
         "writer failed:\n{}",
         log("writer.log")
+    );
+
+    assert!(
+        written.moved(),
+        "the reader's mods_written counter moved during the run: {written:?}"
+    );
+    assert!(
+        applied.moved(),
+        "the writer's records_applied counter moved during the run: {applied:?}"
     );
 
     let expected = spanner_rows(&emulator).await;

@@ -72,6 +72,17 @@ pub(crate) fn free_ports(service: &'static str, count: usize) -> Result<Vec<u16>
     Ok(ports)
 }
 
+/// A port that was free a moment ago on 127.0.0.1, for a process under test to listen on
+/// (e.g. `--metrics-addr`).
+pub fn free_port() -> Result<u16, ServiceError> {
+    let ports = free_ports("test", 1)?;
+    ports.first().copied().ok_or_else(|| ServiceError::Io {
+        service: "test",
+        context: "finding a free port".to_owned(),
+        source: std::io::Error::other("no port was picked"),
+    })
+}
+
 /// The last `lines` lines of a log file, without the emulator's protobuf registration noise.
 pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     let Ok(file) = File::open(path) else {
