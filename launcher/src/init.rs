@@ -461,11 +461,12 @@ async fn check_metadata(config: &Config, args: &InitArgs, out: &mut Reporter<'_>
             out.ok(
                 format!("{subject} {}", store.location()),
                 format!(
-                    "{database}tables {}, {}, {}, {} ready",
+                    "{database}tables {}, {}, {}, {} ready (and revrepl's own {})",
                     tables.run(),
                     tables.create_progress(),
                     tables.data_seen(),
-                    tables.process_progress()
+                    tables.process_progress(),
+                    tables.shard_errors()
                 ),
             );
         }

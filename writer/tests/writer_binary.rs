@@ -392,7 +392,7 @@ async fn a_shard_down_for_20_seconds_converges_while_others_go_on() {
 }
 
 #[tokio::test]
-async fn a_definite_error_stops_one_shard_then_resume_failed_and_reprocess_finish_it() {
+async fn a_definite_error_stops_one_shard_resume_success_skips_it_resume_failed_and_reprocess_finish_it() {
     let setup = Setup::new(2, 30, false).await;
     // Names are 20+ characters: shard s1's column is too narrow for them.
     let mut s1 = connect(&format!("{}/app", setup.shards[1].url())).await;
@@ -444,6 +444,23 @@ async fn a_definite_error_stops_one_shard_then_resume_failed_and_reprocess_finis
         setup.log().contains(&recorded.error),
         "the log has the same text\n{}",
         setup.log()
+    );
+
+    // resumeSuccess takes only the shards in SUCCESS: s0 (done, nothing to apply); s1 stays
+    // in ERROR, untouched.
+    let s1_before = setup.state(1).await;
+    let status = finish(&setup, "resumeSuccess").await;
+    assert!(
+        status.success(),
+        "resumeSuccess failed: {status}\n{}",
+        setup.log()
+    );
+    assert_eq!(setup.state(0).await, setup.expected["s0"], "s0 unchanged");
+    assert_eq!(setup.state(1).await, s1_before, "s1 untouched");
+    let still = setup.status("s1").await.expect("s1 progress");
+    assert_eq!(
+        (still.status, still.file_start_interval),
+        (ProcessStatus::Error, window(0).start())
     );
 
     s1.query_drop("ALTER TABLE users MODIFY name VARCHAR(64)")
