@@ -392,7 +392,8 @@ async fn a_shard_down_for_20_seconds_converges_while_others_go_on() {
 }
 
 #[tokio::test]
-async fn a_definite_error_stops_one_shard_resume_success_skips_it_resume_failed_and_reprocess_finish_it() {
+async fn a_definite_error_stops_one_shard_resume_success_skips_it_resume_failed_and_reprocess_finish_it()
+ {
     let setup = Setup::new(2, 30, false).await;
     // Names are 20+ characters: shard s1's column is too narrow for them.
     let mut s1 = connect(&format!("{}/app", setup.shards[1].url())).await;
