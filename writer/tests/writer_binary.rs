@@ -1,7 +1,7 @@
 //! The `revrepl-writer` binary against real MariaDB shards, a real local buffer of window files
 //! and a real SQLite metadata store: exactly-once apply across SIGKILLs, a graceful stop on
-//! SIGTERM, a shard stopped for 20 s, a definite error then `resumeFailed`, `reprocess`, and
-//! reference-style files.
+//! SIGTERM, a shard stopped for 20 s, a definite error then `resumeFailed`, `reprocess`,
+//! reference-style files, and metrics pushed by OTLP to a stand-in collector.
 //!
 //! Windows are generated here (as the reader would write them) so every expectation is exact.
 //! Triggers count every row change MySQL applies, so a batch applied twice shows.
@@ -253,16 +253,29 @@ poll_interval = "200ms"
     }
 
     fn spawn(&self, mode: &str, extra: &[&str]) -> Child {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_revrepl-writer"));
+        command.args(extra);
+        self.finish_command(command, mode)
+    }
+
+    /// Like [`Setup::spawn`], with extra environment variables.
+    fn spawn_with_env(&self, mode: &str, env: &[(&str, String)]) -> Child {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_revrepl-writer"));
+        child.envs(env.iter().map(|(k, v)| (k, v)));
+        self.finish_command(child, mode)
+    }
+
+    /// Adds the configuration, `--mode`, `--until` and the log to `command`, and starts it.
+    fn finish_command(&self, mut command: Command, mode: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("writer.log"))
             .expect("log");
-        Command::new(env!("CARGO_BIN_EXE_revrepl-writer"))
+        command
             .arg("--config")
             .arg(&self.config)
             .args(["--mode", mode, "--until", &self.until().to_rfc3339()])
-            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -654,4 +667,90 @@ async fn sigterm_stops_gracefully_with_progress_behind_durable_work_then_resume_
     let status = finish(&setup, "resume").await;
     assert!(status.success(), "writer failed: {status}\n{}", setup.log());
     assert_eq!(setup.state(0).await, setup.expected["s0"]);
+}
+
+/// A stand-in OTLP collector on 127.0.0.1: an HTTP/2 (h2c, as gRPC clients speak to `http://`
+/// endpoints) server that keeps every call's path and request body and answers each with an
+/// empty message and status OK.
+async fn otlp_collector() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, Bytes)>) {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the collector");
+    let port = listener.local_addr().expect("collector address").port();
+    let (calls, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let calls = calls.clone();
+            let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                let calls = calls.clone();
+                async move {
+                    let path = request.uri().path().to_owned();
+                    let body: hyper::body::Incoming = request.into_body();
+                    let bytes = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let _ = calls.send((path, bytes));
+                    let mut trailers = hyper::HeaderMap::new();
+                    trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                    // One gRPC message: not compressed, length 0 (an empty response).
+                    let body = http_body_util::Full::new(Bytes::from_static(&[0, 0, 0, 0, 0]))
+                        .with_trailers(async move { Some(Ok(trailers)) });
+                    hyper::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(body)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (port, received)
+}
+
+#[tokio::test]
+async fn metrics_are_pushed_by_otlp_when_an_endpoint_is_set() {
+    let setup = Setup::new(1, 5, false).await;
+    let (port, mut calls) = otlp_collector().await;
+    let mut child = setup.spawn_with_env(
+        "regular",
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            ),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500".into()),
+        ],
+    );
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(60)))
+            .await
+            .expect("join");
+    assert!(status.success(), "writer failed: {status}\n{}", setup.log());
+    // The last export is pushed on shutdown, so every call is in by now.
+    let mut exports = Vec::new();
+    while let Ok((path, body)) = calls.try_recv() {
+        assert_eq!(
+            path, "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            "an OTLP metrics export"
+        );
+        exports.push(body);
+    }
+    // Protobuf keeps strings as they are: the metric and attribute names are in the bodies.
+    let contains = |needle: &[u8]| {
+        exports
+            .iter()
+            .any(|body| body.windows(needle.len()).any(|w| w == needle))
+    };
+    assert!(
+        contains(b"revrepl.writer.records_applied"),
+        "{} export(s), none with revrepl.writer.records_applied\n{}",
+        exports.len(),
+        setup.log()
+    );
+    assert!(contains(b"revrepl-writer"), "the service name is sent");
 }
