@@ -124,9 +124,11 @@ fn pinned_start(line: &str) -> Option<Timestamp> {
     Timestamp::parse_rfc3339(&value).ok()
 }
 
-/// The pid in `revrepl run: writer started (pid N, mode …)`.
+/// The pid in `revrepl run: writer started (pid N, mode …)` or `… writer restarted (pid N, …)`.
 fn writer_pid(line: &str) -> Option<i32> {
-    let rest = line.strip_prefix("revrepl run: writer started (pid ")?;
+    let rest = line
+        .strip_prefix("revrepl run: writer started (pid ")
+        .or_else(|| line.strip_prefix("revrepl run: writer restarted (pid "))?;
     rest.split(',').next()?.parse().ok()
 }
 
@@ -207,27 +209,33 @@ async fn run_restarts_a_killed_writer_and_replicates_exactly() {
         .await
         .expect("workload");
     let mut err_lines = Vec::new();
-    let mut first_writer: Option<i32> = None;
+    // The writer running now (`run` may have restarted it already on a loaded machine).
+    let mut current_writer: Option<i32> = None;
     let mut killed = false;
     while Timestamp::from(chrono::Utc::now()) < stop {
         workload.step().await.expect("workload step");
         while let Ok(line) = err_rx.try_recv() {
-            first_writer = first_writer.or_else(|| writer_pid(&line));
+            current_writer = writer_pid(&line).or(current_writer);
             err_lines.push(line);
         }
         if !killed && Timestamp::from(chrono::Utc::now()) >= kill_at {
-            let pid = first_writer.expect("the writer's pid was announced");
+            let pid = current_writer
+                .unwrap_or_else(|| panic!("no writer pid announced in\n{}", err_lines.join("\n")));
             let status = tokio::process::Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status()
                 .await
                 .expect("run kill");
-            assert!(status.success(), "kill the writer {pid}");
-            killed = true;
+            // A writer that has just exited (and is being restarted) is killed next time.
+            killed = status.success();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(killed, "the workload ran long enough to kill the writer");
+    assert!(
+        killed,
+        "the writer was killed while the workload ran; run's stderr:\n{}",
+        err_lines.join("\n")
+    );
     let committed = workload.committed().len();
 
     let status = tokio::time::timeout(Duration::from_secs(180), child.wait())
