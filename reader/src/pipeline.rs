@@ -350,13 +350,18 @@ impl<L: RowLookup> PartitionContext<L> {
         let token = start.token;
         let short = short_token(&token);
         let mut position = start.start;
-        let mut saw_children = false;
         let mut failures: u32 = 0;
         let send = |event: Event| async {
             // A closed channel means the coordinator stopped; nothing more to do.
             events.send(Ok(event)).await.is_ok()
         };
         'query: loop {
+            // A partition is finished only by a query that sent child partitions and then
+            // ended normally. A query may send several child-partitions records (the initial
+            // query one per partition, a split several); an error or a stall after some of them
+            // re-queries from the partition's position, which sends them all again (the
+            // tracker skips children it knows).
+            let mut saw_children = false;
             tracing::debug!(partition = %short, %position, "querying partition");
             let mut stream = match self.source.query(&token, position).await {
                 Ok(stream) => stream,
@@ -389,15 +394,6 @@ impl<L: RowLookup> PartitionContext<L> {
                         self.metrics.requery("ended_without_children");
                         continue 'query;
                     }
-                    Ok(Some(Err(error))) if saw_children => {
-                        // Child partitions are the last record: the partition is complete.
-                        tracing::debug!(partition = %short, %error, "error after child partitions");
-                        send(Event::Finished {
-                            token: token.clone(),
-                        })
-                        .await;
-                        return Ok(());
-                    }
                     Ok(Some(Err(error))) => {
                         self.backoff_or_fail(&short, error, &mut failures, &cancel)
                             .await?;
@@ -418,7 +414,7 @@ impl<L: RowLookup> PartitionContext<L> {
                             mods = data.mods.len(),
                             "data record"
                         );
-                        self.wait_until_near_watermark(commit, &mut watermark, &cancel)
+                        self.wait_until_near_watermark(commit, position, &mut watermark, &cancel)
                             .await;
                         self.metrics.records_read(data.mods.len());
                         let event = if self.filter.keeps(&data) {
@@ -494,16 +490,23 @@ impl<L: RowLookup> PartitionContext<L> {
 
     /// Pauses while `commit` is more than `max_ahead` past the low watermark, so memory stays
     /// bounded when one partition is slow.
+    ///
+    /// `position` is how far this partition has proven its records delivered. A partition at or
+    /// behind the watermark may be the one holding it, and only it can move it: it never
+    /// pauses. One that pauses is strictly past the watermark, so another partition holds it,
+    /// and that one does not pause.
     async fn wait_until_near_watermark(
         &self,
         commit: Timestamp,
+        position: Timestamp,
         watermark: &mut watch::Receiver<Timestamp>,
         cancel: &CancellationToken,
     ) {
         let ahead = i128::try_from(self.max_ahead.as_nanos()).unwrap_or(i128::MAX);
         loop {
-            let limit = watermark.borrow().as_nanos().saturating_add(ahead);
-            if commit.as_nanos() <= limit {
+            let current = *watermark.borrow();
+            let limit = current.as_nanos().saturating_add(ahead);
+            if commit.as_nanos() <= limit || position <= current {
                 return;
             }
             tokio::select! {

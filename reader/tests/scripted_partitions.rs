@@ -642,3 +642,74 @@ async fn a_partition_far_ahead_pauses_without_deadlock_or_loss() {
     let total: usize = h.files().await.values().map(Vec::len).sum();
     assert_eq!(total, 100, "every record arrives once the watermark moves");
 }
+
+/// Finding: an error after the first of several child-partitions records ended the partition,
+/// so children announced later were never queried and their data was lost.
+#[tokio::test]
+async fn an_error_after_some_child_partitions_requeries_and_finds_the_rest() {
+    let h = Harness::new(&["s1"]).await;
+    let source = ScriptedSource::new(vec![
+        (
+            None,
+            vec![
+                children(ts(100, 0), &[("a", &[])]),
+                Step::Fail(ErrorClass::Transient),
+            ],
+        ),
+        (
+            None,
+            vec![
+                children(ts(100, 0), &[("a", &[])]),
+                children(ts(100, 0), &[("b", &[])]),
+            ],
+        ),
+        (tok("a"), vec![heartbeat(ts(300, 0))]),
+        (
+            tok("b"),
+            vec![
+                data(ts(105, 0), "t1", "Users", &[(1, "s1")]),
+                heartbeat(ts(300, 0)),
+            ],
+        ),
+    ]);
+    let summary = h
+        .run(Arc::clone(&source), h.single_shard(), 290)
+        .await
+        .expect("runs");
+    assert_eq!(summary.recorded_up_to, ts(290, 0));
+    assert_eq!(source.queries_of("a"), vec![ts(100, 0)], "a started once");
+    assert_eq!(source.queries_of("b"), vec![ts(100, 0)], "b was queried");
+    let files = h.files().await;
+    assert_eq!(
+        files.get(&path("s1", 100)).map(|r| keys_of(r)),
+        Some(vec![r#"{"id":"1"}"#.to_string()]),
+        "b's record is in its window's file"
+    );
+}
+
+/// Finding: the partition that holds the low watermark paused itself when its next record was
+/// more than `max_ahead` past the watermark, waiting for a watermark only it could move.
+#[tokio::test]
+async fn the_partition_holding_the_watermark_never_pauses_itself() {
+    let h = Harness::new(&["s1"]).await;
+    let source = ScriptedSource::new(vec![
+        (None, vec![children(ts(100, 0), &[("a", &[])])]),
+        (
+            tok("a"),
+            vec![
+                data(ts(120, 0), "t1", "Users", &[(1, "s1")]),
+                heartbeat(ts(141, 0)),
+            ],
+        ),
+    ]);
+    let mut settings = h.settings(140);
+    settings.max_ahead = Duration::from_secs(10);
+    let run = h.run_with(Arc::clone(&source), h.single_shard(), settings);
+    let summary = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("no hang: the only partition holds the watermark and must not wait for it")
+        .expect("runs");
+    assert_eq!(summary.recorded_up_to, ts(140, 0));
+    let files = h.files().await;
+    assert_eq!(keys_of(&files[&path("s1", 120)]), [r#"{"id":"1"}"#]);
+}
