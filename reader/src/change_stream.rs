@@ -282,6 +282,22 @@ fn int64(value: Option<&Value>, path: &str) -> Result<i64, RecordDecodeError> {
     }
 }
 
+/// A count that must be there and positive: `number_of_records_in_transaction` is what tells
+/// whether every record of a transaction arrived, so a record without it is refused rather
+/// than let through unchecked.
+fn record_count(value: Option<&Value>, path: &str) -> Result<i64, RecordDecodeError> {
+    if matches!(value, None | Some(Value::Null)) {
+        return fail(
+            path,
+            "missing or null: without it a transaction cannot be checked for completeness",
+        );
+    }
+    match int64(value, path)? {
+        count if count >= 1 => Ok(count),
+        count => fail(path, format!("{count} is not a positive record count")),
+    }
+}
+
 /// A JSON column: parsed already, or JSON text; NULL means an empty object.
 fn json_object(value: Option<Value>, field: &str) -> Result<Map<String, Value>, RecordDecodeError> {
     match value {
@@ -387,7 +403,7 @@ fn data_change(object: Map<String, Value>) -> Result<DataChangeRecord, RecordDec
         mods,
         mod_type: ModKind::parse(&required_string(mod_type, "data_change_record.mod_type")?),
         value_capture_type: optional_string(value_capture_type),
-        number_of_records_in_transaction: int64(
+        number_of_records_in_transaction: record_count(
             number_of_records_in_transaction.as_ref(),
             "data_change_record.number_of_records_in_transaction",
         )?,
@@ -530,7 +546,8 @@ mod tests {
     fn keeps_unknown_mod_types() {
         let column = json!([{"data_change_record": [{
             "commit_timestamp": "2024-01-01T00:00:00Z", "record_sequence": "0",
-            "server_transaction_id": "1", "table_name": "T", "mods": [], "mod_type": "UPSERT"}]}]);
+            "server_transaction_id": "1", "table_name": "T", "mods": [], "mod_type": "UPSERT",
+            "number_of_records_in_transaction": "1"}]}]);
         let records = decode_change_record_column(column).expect("decodes");
         let [ChangeStreamRecord::DataChange(r)] = records.as_slice() else {
             panic!("one record expected");
@@ -563,6 +580,23 @@ mod tests {
                 "data_change_record.number_of_records_in_transaction",
             ),
         ];
+        let cases = cases.into_iter().chain(
+            // Without a positive record count the whole-transaction check cannot be made.
+            [None, Some(json!(null)), Some(json!("0")), Some(json!(-2))]
+                .into_iter()
+                .map(|count| {
+                    let mut record = json!({"commit_timestamp": "2024-01-01T00:00:00Z",
+                        "record_sequence": "0", "server_transaction_id": "1", "table_name": "T",
+                        "mod_type": "INSERT", "mods": []});
+                    if let (Some(count), Some(object)) = (count, record.as_object_mut()) {
+                        object.insert("number_of_records_in_transaction".into(), count);
+                    }
+                    (
+                        json!([{ "data_change_record": [record] }]),
+                        "data_change_record.number_of_records_in_transaction",
+                    )
+                }),
+        );
         for (column, field) in cases {
             let err = decode_change_record_column(column).expect_err("malformed");
             assert_eq!(err.field, field, "{err}");

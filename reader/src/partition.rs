@@ -77,6 +77,8 @@ pub struct PartitionCounts {
 #[derive(Debug)]
 pub struct PartitionTracker {
     partitions: HashMap<Token, Partition>,
+    /// Finished partitions no longer held in `partitions` (see [`PartitionTracker::take_startable`]).
+    forgotten: usize,
 }
 
 /// Something that should not happen if Spanner and the caller keep the protocol.
@@ -99,6 +101,7 @@ impl PartitionTracker {
         };
         Self {
             partitions: HashMap::from([(None, initial)]),
+            forgotten: 0,
         }
     }
 
@@ -111,6 +114,12 @@ impl PartitionTracker {
 
     /// Marks every pending partition whose parents have all finished as running, and returns
     /// them, in a stable order (by start, then token).
+    ///
+    /// Then forgets every finished partition that no pending partition names as a parent, so
+    /// memory stays flat over weeks of partition churn. Nothing names it later: a child is
+    /// announced only by its parents, each before it finishes, and the child stays pending —
+    /// keeping all its parents — until every one of them has finished. A parent that is not
+    /// held any more is therefore one that finished.
     pub fn take_startable(&mut self) -> Vec<PartitionStart> {
         let ready: Vec<Token> = self
             .partitions
@@ -120,7 +129,7 @@ impl PartitionTracker {
                 p.parents.iter().all(|parent| {
                     self.partitions
                         .get(&Some(parent.clone()))
-                        .is_some_and(|q| q.status == Status::Finished)
+                        .is_none_or(|q| q.status == Status::Finished)
                 })
             })
             .map(|(token, _)| token.clone())
@@ -137,7 +146,24 @@ impl PartitionTracker {
             })
             .collect();
         starts.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.token.cmp(&b.token)));
+        self.forget_finished();
         starts
+    }
+
+    /// Drops finished partitions that no pending partition waits for.
+    fn forget_finished(&mut self) {
+        let awaited: std::collections::HashSet<String> = self
+            .partitions
+            .values()
+            .filter(|p| p.status == Status::Pending)
+            .flat_map(|p| p.parents.iter().cloned())
+            .collect();
+        let before = self.partitions.len();
+        self.partitions.retain(|token, p| {
+            p.status != Status::Finished
+                || token.as_ref().is_some_and(|token| awaited.contains(token))
+        });
+        self.forgotten += before - self.partitions.len();
     }
 
     /// A data record at `commit_timestamp`: everything before it in this partition was seen
@@ -215,6 +241,12 @@ impl PartitionTracker {
         self.partitions.get(token).map(|p| p.complete_before)
     }
 
+    /// How many partitions the tracker holds in memory (pending, running, and finished ones
+    /// still needed to start a child).
+    pub fn tracked(&self) -> usize {
+        self.partitions.len()
+    }
+
     /// Counts by state.
     pub fn counts(&self) -> PartitionCounts {
         let mut counts = PartitionCounts::default();
@@ -225,6 +257,7 @@ impl PartitionTracker {
                 Status::Finished => counts.finished += 1,
             }
         }
+        counts.finished += self.forgotten;
         counts
     }
 }
@@ -386,6 +419,66 @@ mod tests {
         let mut t = PartitionTracker::new(ts(100));
         assert!(t.on_data(&None, ts(101)).is_err(), "not started yet");
         assert!(t.on_heartbeat(&tok("zzz"), ts(101)).is_err());
+    }
+
+    #[test]
+    fn memory_stays_flat_over_weeks_of_partition_churn() {
+        let mut t = PartitionTracker::new(ts(100));
+        t.take_startable();
+        t.on_children(&None, ts(100), &[child("p0", &[])])
+            .expect("ok");
+        t.on_query_end(&None).expect("ok");
+        t.take_startable();
+        // Each step: the running partition splits in two, one half merges back with the other.
+        for i in 0..10_000i64 {
+            let parent = format!("p{i}");
+            let (left, right) = (format!("l{i}"), format!("p{}", i + 1));
+            let at = ts(101 + i);
+            t.on_children(
+                &tok(&parent),
+                at,
+                &[child(&left, &[&parent]), child(&right, &[&parent])],
+            )
+            .expect("running");
+            assert_eq!(t.on_query_end(&tok(&parent)), Ok(QueryEnd::Finished));
+            assert_eq!(tokens(&t.take_startable()), vec![tok(&left), tok(&right)]);
+            t.on_children(&tok(&left), at, &[]).expect("running");
+            assert_eq!(t.on_query_end(&tok(&left)), Ok(QueryEnd::Finished));
+            assert!(t.take_startable().is_empty());
+        }
+        assert!(
+            t.tracked() <= 4,
+            "finished partitions are forgotten: {}",
+            t.tracked()
+        );
+        assert_eq!(t.counts().running, 1);
+        assert_eq!(
+            t.counts().finished,
+            20_001,
+            "finished ones are still counted"
+        );
+        assert_eq!(t.low_watermark(), Some(ts(10_100)));
+    }
+
+    #[test]
+    fn a_merged_child_waits_for_a_parent_that_finished_long_ago_and_starts_once() {
+        let mut t = PartitionTracker::new(ts(100));
+        t.take_startable();
+        t.on_children(&None, ts(100), &[child("a", &[]), child("b", &[])])
+            .expect("ok");
+        t.on_query_end(&None).expect("ok");
+        t.take_startable();
+        t.on_children(&tok("a"), ts(110), &[child("m", &["a", "b"])])
+            .expect("ok");
+        t.on_query_end(&tok("a")).expect("ok");
+        // Much churn elsewhere would prune, but "a" is kept: m still needs it.
+        assert!(t.take_startable().is_empty());
+        t.on_children(&tok("b"), ts(110), &[child("m", &["a", "b"])])
+            .expect("ok");
+        t.on_query_end(&tok("b")).expect("ok");
+        assert_eq!(tokens(&t.take_startable()), vec![tok("m")]);
+        assert!(t.take_startable().is_empty(), "started once");
+        assert_eq!(t.tracked(), 1, "only m is left");
     }
 
     #[test]
