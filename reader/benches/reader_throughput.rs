@@ -1236,6 +1236,7 @@ async fn run_reader(
         run_id,
         window,
         start: ts(0),
+        read_from: ts(0),
         until: Some(ts(end_us)),
         filter: RecordFilter::default(),
         max_ahead,

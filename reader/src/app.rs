@@ -77,22 +77,28 @@ pub async fn run(
     let metadata = open_store(config, MissingTables::Create).await?;
     let buffer = config.buffer.open().await?;
 
-    let (start, window) = match mode {
+    let requested = match &config.reader.start_timestamp {
+        Some(text) => Some(
+            Timestamp::parse_rfc3339(text).map_err(|e| ReaderError::Config {
+                key: "reader.start_timestamp".into(),
+                reason: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    let (start, read_from, window) = match mode {
         ReaderMode::Regular => {
             let window = config.reader.window;
-            let requested = match &config.reader.start_timestamp {
-                Some(text) => Timestamp::parse_rfc3339(text).map_err(|e| ReaderError::Config {
-                    key: "reader.start_timestamp".into(),
-                    reason: e.to_string(),
-                })?,
-                None => now(),
-            };
+            let requested = requested.unwrap_or_else(now);
+            // Windows stay on the grid, but the stream is read from the requested time: the
+            // grid's start can lie before the stream was created (a run started right after
+            // `revrepl init`), and Spanner refuses such starts.
             let start = align(window, requested)?;
             metadata
                 .record_run(&RunRecord::new(run_id.clone(), start, window)?)
                 .await?;
             metadata.register_shards(&run_id, &shards, start).await?;
-            (start, window)
+            (start, requested, window)
         }
         ReaderMode::Resume => {
             let run = metadata.require_run(&run_id).await?;
@@ -103,11 +109,15 @@ pub async fn run(
                 .min_created_upto(&run_id)
                 .await?
                 .unwrap_or(run.start());
-            (start, run.window())
+            (
+                start,
+                resume_read_from(&run, start, requested),
+                run.window(),
+            )
         }
     };
-    check_retention(&config.spanner.change_stream, &options, start, now())?;
-    tracing::info!(run_id = %run_id, ?mode, start = %start, window = %window, "reader starting");
+    check_retention(&config.spanner.change_stream, &options, read_from, now())?;
+    tracing::info!(run_id = %run_id, ?mode, start = %start, read_from = %read_from, window = %window, "reader starting");
 
     let source = SpannerChangeStream::new(
         client.clone(),
@@ -121,6 +131,7 @@ pub async fn run(
         run_id: run_id.clone(),
         window,
         start,
+        read_from,
         until,
         filter: RecordFilter {
             filtration: config.reader.filtration,
@@ -165,6 +176,7 @@ pub async fn run(
                     .min_created_upto(&run_id)
                     .await?
                     .unwrap_or(settings.start);
+                settings.read_from = settings.read_from.max(settings.start);
             }
             outcome => return outcome,
         }
@@ -175,6 +187,27 @@ pub async fn run(
 /// missing records, before it gives up and reports the error.
 const MAX_RESTARTS_ON_INCOMPLETE: u32 = 3;
 
+/// Where a resumed run reads from: its durable position, except while nothing of the run is
+/// recorded yet and the run was asked to start later in its first window (`revrepl run` keeps
+/// the pinned `reader.start_timestamp` across restarts): then from there, as its first start
+/// did. Reading from the grid's start instead could ask for a time before the stream existed.
+fn resume_read_from(
+    run: &RunRecord,
+    position: Timestamp,
+    requested: Option<Timestamp>,
+) -> Timestamp {
+    match requested {
+        Some(requested)
+            if position == run.start()
+                && requested > position
+                && run.window().align_down(requested).ok() == Some(position) =>
+        {
+            requested
+        }
+        _ => position,
+    }
+}
+
 fn now() -> Timestamp {
     Timestamp::from(chrono::Utc::now())
 }
@@ -184,4 +217,32 @@ fn align(window: WindowDuration, ts: Timestamp) -> Result<Timestamp, ReaderError
         key: "reader.start_timestamp".into(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(seconds: i64, nanos: u32) -> Timestamp {
+        Timestamp::new(seconds, nanos).expect("valid")
+    }
+
+    #[test]
+    fn a_resumed_run_reads_from_its_pinned_start_until_its_first_window_is_recorded() {
+        let window: WindowDuration = "10s".parse().expect("window");
+        let run = RunRecord::new(RunId::new("r").expect("id"), ts(100, 0), window).expect("run");
+        let pinned = Some(ts(103, 500));
+        assert_eq!(resume_read_from(&run, ts(100, 0), pinned), ts(103, 500));
+        assert_eq!(
+            resume_read_from(&run, ts(110, 0), pinned),
+            ts(110, 0),
+            "after a recorded window: the durable position"
+        );
+        assert_eq!(resume_read_from(&run, ts(100, 0), None), ts(100, 0));
+        assert_eq!(
+            resume_read_from(&run, ts(100, 0), Some(ts(125, 0))),
+            ts(100, 0),
+            "a start outside the first window is not this run's"
+        );
+    }
 }

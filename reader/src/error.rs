@@ -94,6 +94,24 @@ pub enum ReaderError {
         /// `now - retention`.
         horizon: Timestamp,
     },
+    /// Spanner refused to read the change stream from `start` (OUT_OF_RANGE). Retrying the
+    /// same start cannot succeed, so this is fatal, and the reader exits as for a
+    /// configuration error (code 2), which `revrepl run` does not restart.
+    #[error(
+        "{location} refuses to be read from {start}: {message} — the change stream did not \
+         exist yet at that time (it records changes from its creation on), or that time is \
+         older than its retention. Set reader.start_timestamp to a time after the stream was \
+         created (or leave it unset to start now) and start a new run (a new run_id in \
+         `--mode regular`, or `revrepl init` then `revrepl run`)"
+    )]
+    StartRefused {
+        /// The database and stream.
+        location: String,
+        /// The refused start.
+        start: Timestamp,
+        /// Spanner's message.
+        message: String,
+    },
     /// Configuration that cannot work.
     #[error("configuration: {key}: {reason}")]
     Config {
@@ -105,6 +123,18 @@ pub enum ReaderError {
     /// A task of the reader ended unexpectedly.
     #[error("reader task failed: {0}")]
     Task(String),
+}
+
+impl ReaderError {
+    /// Whether running again with the same configuration would fail the same way: bad
+    /// configuration, or a start the change stream cannot serve. The reader exits with code 2
+    /// for these, and `revrepl run` does not restart it.
+    pub fn needs_new_configuration(&self) -> bool {
+        matches!(
+            self,
+            Self::Config { .. } | Self::Retention { .. } | Self::StartRefused { .. }
+        )
+    }
 }
 
 impl Classify for ReaderError {
@@ -121,6 +151,7 @@ impl Classify for ReaderError {
             | Self::FileConflict { .. }
             | Self::Stream { .. }
             | Self::Retention { .. }
+            | Self::StartRefused { .. }
             | Self::Config { .. }
             | Self::Task(_) => ErrorClass::Fatal,
         }

@@ -84,6 +84,10 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
+            Err(error) if error.needs_new_configuration() => {
+                tracing::error!("{error}");
+                ExitCode::from(2)
+            }
             Err(error) => {
                 tracing::error!("{error}");
                 ExitCode::FAILURE

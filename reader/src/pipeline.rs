@@ -43,8 +43,13 @@ pub struct PipelineSettings {
     pub run_id: RunId,
     /// Window length.
     pub window: WindowDuration,
-    /// Where reading starts (aligned down to the window grid).
+    /// Where the first window starts (on the window grid): every window before it is
+    /// recorded already.
     pub start: Timestamp,
+    /// Where the first partition query starts: `start`, or later within its window when the
+    /// run was asked to start there. The stream is never read before it, so a start just after
+    /// the stream was created is never moved back before the stream existed.
+    pub read_from: Timestamp,
     /// Stop after the window that ends at or after this time is recorded.
     pub until: Option<Timestamp>,
     /// Which records are dropped.
@@ -120,7 +125,24 @@ pub async fn run_pipeline<L: RowLookup + 'static>(
         Some(until) => Some(end_of_window_at_or_after(settings.window, until)?),
         None => None,
     };
-    let mut tracker = PartitionTracker::new(settings.start);
+    let first_window_end = settings
+        .window
+        .window_of(settings.start)
+        .map_err(|e| ReaderError::Config {
+            key: "reader.start_timestamp".into(),
+            reason: e.to_string(),
+        })?
+        .end();
+    if settings.read_from < settings.start || settings.read_from >= first_window_end {
+        return Err(ReaderError::Config {
+            key: "reader.start_timestamp".into(),
+            reason: format!(
+                "reading would start at {}, outside the first window [{}, {first_window_end})",
+                settings.read_from, settings.start
+            ),
+        });
+    }
+    let mut tracker = PartitionTracker::new(settings.read_from);
     let mut assembler = WindowAssembler::new(settings.window, settings.start)?;
     let pipeline_cancel = cancel.child_token();
     let (events_tx, mut events_rx) =

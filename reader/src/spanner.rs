@@ -218,6 +218,25 @@ async fn collect_rows(
     Ok(rows)
 }
 
+/// Maps an error of a partition query started at `start`: OUT_OF_RANGE means Spanner refuses
+/// that start (before the stream existed, or past its retention) — a clear fatal error rather
+/// than a query retried forever.
+fn stream_query_error(
+    location: &str,
+    token: &Token,
+    start: Timestamp,
+    error: &google_cloud_spanner::Error,
+) -> ReaderError {
+    match error.status() {
+        Some(status) if status.code == Code::OutOfRange => ReaderError::StartRefused {
+            location: location.to_string(),
+            start,
+            message: status.message.clone(),
+        },
+        _ => query_error(location, token, error),
+    }
+}
+
 /// Maps a client error: unavailable, deadline, aborted, exhausted, internal (stream resets) and
 /// failures to reach the server are transient; invalid arguments, out of range (e.g. a start
 /// older than retention), not found and permission errors are fatal.
@@ -313,7 +332,7 @@ impl ChangeStreamSource for SpannerChangeStream {
         let result = tx
             .execute_query(statement)
             .await
-            .map_err(|e| query_error(&self.location, token, &e))?;
+            .map_err(|e| stream_query_error(&self.location, token, start, &e))?;
         let location = self.location.clone();
         let token = token.clone();
         let rows = stream::unfold(result, |mut result| async move {
@@ -330,7 +349,7 @@ impl ChangeStreamSource for SpannerChangeStream {
                     }
                     Err(e) => Err(query_error(&location, &token, &e)),
                 },
-                Err(e) => Err(query_error(&location, &token, &e)),
+                Err(e) => Err(stream_query_error(&location, &token, start, &e)),
             };
             let items: Vec<Result<_, ReaderError>> = match decoded {
                 Ok(records) => records.into_iter().map(Ok).collect(),

@@ -44,6 +44,11 @@ async fn setup(churn_seconds: u32) -> Setup {
 }
 
 async fn setup_database(churn_seconds: u32, database: &str, ddl: &[&str]) -> Setup {
+    let emulator = start_emulator(churn_seconds).await;
+    create_and_configure(emulator, database, ddl).await
+}
+
+async fn start_emulator(churn_seconds: u32) -> SpannerEmulator {
     let emulator = SpannerEmulator::start_with(EmulatorOptions {
         partition_token_alive_seconds: (churn_seconds > 0).then_some(churn_seconds),
         fault_injection: false,
@@ -53,6 +58,11 @@ async fn setup_database(churn_seconds: u32, database: &str, ddl: &[&str]) -> Set
         .create_instance(PROJECT, INSTANCE)
         .await
         .expect("instance");
+    emulator
+}
+
+/// Creates `database` (and its change stream) and writes a configuration for it.
+async fn create_and_configure(emulator: SpannerEmulator, database: &str, ddl: &[&str]) -> Setup {
     emulator
         .create_database(PROJECT, INSTANCE, database, ddl)
         .await
@@ -444,4 +454,107 @@ async fn deletes_without_old_values_are_routed_by_a_stale_read() {
         .map(|m| (m.mod_type, m.shard.as_str()))
         .collect();
     assert_eq!(kinds, vec![("INSERT", "s2"), ("DELETE", "s2")]);
+}
+
+/// Finding: the reader aligned its start down to the window grid, which can fall before the
+/// change stream was created; Spanner refuses such a start, and `revrepl run` restarted the
+/// reader with the same start forever. Now the stream is read from the requested start (the
+/// window grid is unchanged), and a start the stream refuses is a clear error with exit code 2,
+/// which `revrepl run` does not restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_right_after_the_stream_was_created_reads_from_its_start() {
+    let emulator = start_emulator(0).await;
+    // Create the stream just after a 10 s boundary, so that the window containing "now" begins
+    // before the stream existed.
+    let window: WindowDuration = "10s".parse().expect("window");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = Timestamp::from(chrono::Utc::now());
+        let into_window = now.as_nanos() - window.align_down(now).expect("aligned").as_nanos();
+        if (100_000_000..3_000_000_000).contains(&into_window) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no 10 s boundary in 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before_stream = Timestamp::from(chrono::Utc::now());
+    let setup = create_and_configure(emulator, DATABASE, &WORKLOAD_DDL).await;
+    let requested = Timestamp::from(chrono::Utc::now());
+    let grid_start = window.align_down(requested).expect("aligned");
+    assert!(
+        grid_start < before_stream,
+        "the test needs the window to begin before the stream: {grid_start} vs {before_stream}"
+    );
+    let until = window.window_of(requested).expect("window").end();
+    let log = setup.dir.path().join("reader.log");
+
+    // A start before the stream existed: a clear error at once, exit code 2 (not restarted).
+    let early = [
+        "reader.window=10s".to_string(),
+        format!("reader.start_timestamp={}", grid_start.to_rfc3339()),
+        "run_id=too-early".to_string(),
+    ];
+    let mut reader = spawn_reader_with(&setup, "regular", until, &log, &early);
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut reader, Duration::from_secs(60)))
+            .await
+            .expect("join");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(2), "{}", tail(&log_text));
+    assert!(
+        log_text.contains("refuses to be read from") && log_text.contains("did not exist yet"),
+        "{}",
+        tail(&log_text)
+    );
+
+    // The requested start (after the stream was created) in a window that began before it:
+    // the run works, and a change made after the start is in its file.
+    let log = setup.dir.path().join("reader-quick.log");
+    let quick = [
+        "reader.window=10s".to_string(),
+        format!("reader.start_timestamp={}", requested.to_rfc3339()),
+        "run_id=quick".to_string(),
+    ];
+    let mut reader = spawn_reader_with(&setup, "regular", until, &log, &quick);
+    let mut workload = Workload::connect(
+        &setup.emulator.grpc_endpoint(),
+        &database_path(),
+        &SHARDS,
+        11,
+    )
+    .await
+    .expect("workload");
+    for _ in 0..3 {
+        workload.step().await.expect("workload step");
+    }
+    let committed = workload.committed();
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut reader, Duration::from_secs(60)))
+            .await
+            .expect("join");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "reader failed: {status}\n{}",
+        tail(&log_text)
+    );
+    let (found, _) = read_buffer(setup.dir.path()).await;
+    let expected: Vec<CommittedMod> = committed
+        .into_iter()
+        .filter(|m| {
+            let at = Timestamp::new(m.commit.0, m.commit.1 as u32).expect("ts");
+            requested <= at && at < until
+        })
+        .collect();
+    assert!(
+        !expected.is_empty(),
+        "the workload committed nothing in the run"
+    );
+    assert_eq!(
+        found, expected,
+        "every change of the run is in its file, once"
+    );
 }

@@ -225,6 +225,7 @@ impl Harness {
             run_id: self.run_id.clone(),
             window: "10s".parse().expect("duration"),
             start: ts(100, 0),
+            read_from: ts(100, 0),
             until: Some(ts(until, 0)),
             filter: RecordFilter::default(),
             max_ahead: Duration::from_secs(3600),
