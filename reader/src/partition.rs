@@ -37,6 +37,9 @@ enum Status {
 #[derive(Debug, Clone)]
 struct Partition {
     parents: Vec<String>,
+    /// The partitions whose child-partitions records named it: its parents, or the initial
+    /// query (whose children have no parents and start while it may still be running).
+    announced_by: Vec<Token>,
     start: Timestamp,
     status: Status,
     /// Every record of this partition with a commit timestamp before this has been seen.
@@ -94,6 +97,7 @@ impl PartitionTracker {
     pub fn new(start: Timestamp) -> Self {
         let initial = Partition {
             parents: Vec::new(),
+            announced_by: Vec::new(),
             start,
             status: Status::Pending,
             complete_before: start,
@@ -115,11 +119,8 @@ impl PartitionTracker {
     /// Marks every pending partition whose parents have all finished as running, and returns
     /// them, in a stable order (by start, then token).
     ///
-    /// Then forgets every finished partition that no pending partition names as a parent, so
-    /// memory stays flat over weeks of partition churn. Nothing names it later: a child is
-    /// announced only by its parents, each before it finishes, and the child stays pending —
-    /// keeping all its parents — until every one of them has finished. A parent that is not
-    /// held any more is therefore one that finished.
+    /// Then forgets finished partitions that nothing can name again, so memory stays flat over
+    /// weeks of partition churn (see [`PartitionTracker::forget_finished`]).
     pub fn take_startable(&mut self) -> Vec<PartitionStart> {
         let ready: Vec<Token> = self
             .partitions
@@ -150,7 +151,14 @@ impl PartitionTracker {
         starts
     }
 
-    /// Drops finished partitions that no pending partition waits for.
+    /// Drops each finished partition that no pending partition waits for as a parent and
+    /// that no unfinished partition announced. Nothing can name it again: a partition is named
+    /// only by the records of the partitions that announce it, and a finished partition's
+    /// query sends nothing more. (The initial query's children start while it may still run:
+    /// a re-query of it after an error or a stall announces them again, so they are kept
+    /// until it finished — otherwise they would be started a second time.) A child stays
+    /// pending, keeping all its parents, until every one of them has finished, so a parent
+    /// that is not held any more is one that finished.
     fn forget_finished(&mut self) {
         let awaited: std::collections::HashSet<String> = self
             .partitions
@@ -158,10 +166,17 @@ impl PartitionTracker {
             .filter(|p| p.status == Status::Pending)
             .flat_map(|p| p.parents.iter().cloned())
             .collect();
+        let unfinished: std::collections::HashSet<Token> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| p.status != Status::Finished)
+            .map(|(token, _)| token.clone())
+            .collect();
         let before = self.partitions.len();
         self.partitions.retain(|token, p| {
             p.status != Status::Finished
                 || token.as_ref().is_some_and(|token| awaited.contains(token))
+                || p.announced_by.iter().any(|a| unfinished.contains(a))
         });
         self.forgotten += before - self.partitions.len();
     }
@@ -202,15 +217,20 @@ impl PartitionTracker {
         p.saw_children = true;
         p.complete_before = p.complete_before.max(start_timestamp);
         for child in children {
-            self.partitions
+            let known = self
+                .partitions
                 .entry(Some(child.token.clone()))
                 .or_insert_with(|| Partition {
                     parents: child.parent_partition_tokens.clone(),
+                    announced_by: Vec::new(),
                     start: start_timestamp,
                     status: Status::Pending,
                     complete_before: start_timestamp,
                     saw_children: false,
                 });
+            if !known.announced_by.contains(token) {
+                known.announced_by.push(token.clone());
+            }
         }
         Ok(())
     }
@@ -479,6 +499,34 @@ mod tests {
         assert_eq!(tokens(&t.take_startable()), vec![tok("m")]);
         assert!(t.take_startable().is_empty(), "started once");
         assert_eq!(t.tracked(), 1, "only m is left");
+    }
+
+    /// Found by the simulation: the initial query's children start while it runs; when it is
+    /// queried again (a stall or an error after its child records), it announces them again.
+    #[test]
+    fn children_announced_again_by_a_requeried_initial_query_start_once() {
+        let mut t = PartitionTracker::new(ts(100));
+        t.take_startable();
+        t.on_children(&None, ts(100), &[child("a", &[]), child("b", &[])])
+            .expect("ok");
+        assert_eq!(tokens(&t.take_startable()), vec![tok("a"), tok("b")]);
+        t.on_children(&tok("a"), ts(105), &[child("c", &["a"])])
+            .expect("ok");
+        assert_eq!(t.on_query_end(&tok("a")), Ok(QueryEnd::Finished));
+        assert_eq!(tokens(&t.take_startable()), vec![tok("c")]);
+        // The initial query stalls and is queried again: it announces a and b once more.
+        t.on_children(&None, ts(100), &[child("a", &[]), child("b", &[])])
+            .expect("ok");
+        assert!(
+            t.take_startable().is_empty(),
+            "a and b are not started again"
+        );
+        assert_eq!(t.on_query_end(&None), Ok(QueryEnd::Finished));
+        t.take_startable();
+        assert!(
+            t.tracked() <= 3,
+            "a is forgotten once the initial query finished"
+        );
     }
 
     #[test]

@@ -470,6 +470,10 @@ impl<L: RowLookup> PartitionContext<L> {
                     ChangeStreamRecord::ChildPartitions(children) => {
                         tracing::debug!(partition = %short, start = %children.start_timestamp, "child partitions record");
                         saw_children = true;
+                        // Every record of this partition before the children's start was sent
+                        // (the tracker counts it complete up to there): a re-query after this
+                        // must not replay them, as their windows may be written already.
+                        position = position.max(children.start_timestamp);
                         send(Event::Children {
                             token: token.clone(),
                             start: children.start_timestamp,

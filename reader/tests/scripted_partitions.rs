@@ -32,6 +32,9 @@ use revrepl_shard_routing::{SessionRouter, ShardAssigner, ShardRouter, SingleSha
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::SESSION;
+
 /// One scripted query: what the stream yields, in order, then it ends.
 type Script = Vec<Step>;
 
@@ -302,24 +305,6 @@ impl Harness {
             .expect("read")
     }
 }
-
-const SESSION: &str = r#"{
-  "SpSchema": {
-    "t1": {"Name": "Users", "Id": "t1", "ColIds": ["c1", "c2", "c3"], "ShardIdColumn": "c2",
-           "ColDefs": {"c1": {"Name": "id", "Id": "c1", "T": {"Name": "INT64"}},
-                       "c2": {"Name": "shard", "Id": "c2", "T": {"Name": "STRING"}},
-                       "c3": {"Name": "v", "Id": "c3", "T": {"Name": "STRING"}}},
-           "PrimaryKeys": [{"ColId": "c1", "Order": 1}]}
-  },
-  "SrcSchema": {
-    "t1": {"Name": "users", "Id": "t1", "ColIds": ["c1", "c2", "c3"],
-           "ColDefs": {"c1": {"Name": "id", "Id": "c1", "Type": {"Name": "bigint"}},
-                       "c2": {"Name": "shard", "Id": "c2", "Type": {"Name": "varchar"}},
-                       "c3": {"Name": "v", "Id": "c3", "Type": {"Name": "varchar"}}},
-           "PrimaryKeys": [{"ColId": "c1", "Order": 1}]}
-  },
-  "SyntheticPKeys": {}
-}"#;
 
 fn keys_of(records: &[ChangeRecord]) -> Vec<String> {
     records
@@ -713,4 +698,31 @@ async fn the_partition_holding_the_watermark_never_pauses_itself() {
     assert_eq!(summary.recorded_up_to, ts(140, 0));
     let files = h.files().await;
     assert_eq!(keys_of(&files[&path("s1", 120)]), [r#"{"id":"1"}"#]);
+}
+
+/// Found by the simulation: after a child-partitions record, a re-query (an error or a stall
+/// before the query ended) started from the last data record and replayed it, although the
+/// children's start had let the watermark release its window: a "late record" error.
+#[tokio::test]
+async fn a_requery_after_child_partitions_starts_at_the_children_start() {
+    let h = Harness::new(&["s1"]).await;
+    let source = ScriptedSource::new(vec![
+        (None, vec![children(ts(100, 0), &[("a", &[])])]),
+        (
+            tok("a"),
+            vec![
+                data(ts(105, 0), "t1", "Users", &[(1, "s1")]),
+                children(ts(110, 0), &[("b", &["a"])]),
+                Step::Fail(ErrorClass::Transient),
+            ],
+        ),
+        (tok("a"), vec![children(ts(110, 0), &[("b", &["a"])])]),
+        (tok("b"), vec![heartbeat(ts(121, 0))]),
+    ]);
+    h.run(Arc::clone(&source), h.single_shard(), 120)
+        .await
+        .expect("runs");
+    assert_eq!(source.queries_of("a"), vec![ts(100, 0), ts(110, 0)]);
+    let files = h.files().await;
+    assert_eq!(keys_of(&files[&path("s1", 100)]), [r#"{"id":"1"}"#]);
 }
