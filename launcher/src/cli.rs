@@ -13,6 +13,7 @@ Examples:
   revrepl reprocess --shard ls1 --from 2024-01-05T10:00:00Z
   revrepl validate --config revrepl.toml          compare MySQL with Spanner
   revrepl run --config revrepl.toml --reader-mode regular --writer-mode regular
+  revrepl drain --config revrepl.toml --until now wait until MySQL has every change (cut back)
   revrepl demo                                    the whole pipeline on local services
 
 The reader and the writer are their own programs (revrepl-reader, revrepl-writer) with the
@@ -92,6 +93,17 @@ applied) updated every second; otherwise one summary line every 10 s. Exit codes
 finished (--until), 2 configuration, 3 a shard failed, 1 a child kept failing,
 130/143 stopped by SIGINT/SIGTERM.";
 
+const DRAIN_EXAMPLES: &str = "\
+Examples:
+  revrepl drain --config revrepl.toml --until now
+  revrepl drain --config revrepl.toml --until 2024-01-05T12:00:00Z --timeout 5m
+
+The cut-back step (docs/operations.md): after the application stopped writing to Spanner, waits
+until every shard has applied everything committed up to --until (`now` is Spanner's current
+time, read from the database), printing which shards are still behind and by how much. A shard
+has drained once the window holding --until is applied. Exit codes: 0 every shard drained, 3 a
+shard is in ERROR, 1 --timeout passed first.";
+
 const DEMO_EXAMPLES: &str = "\
 Examples:
   make demo                       build, then run this
@@ -159,6 +171,9 @@ pub enum Command {
     /// Run the reader and the writer together, restart them when they crash, show progress.
     #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
+    /// Wait until every shard has applied everything committed up to a time (cut back).
+    #[command(after_help = DRAIN_EXAMPLES)]
+    Drain(DrainArgs),
     /// Demonstrate the whole pipeline on local services (Spanner emulator, two MariaDB shards).
     #[command(after_help = DEMO_EXAMPLES)]
     Demo(DemoArgs),
@@ -342,6 +357,21 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `revrepl drain`.
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    /// `now` (Spanner's current time) or an RFC 3339 time: every change committed at or
+    /// before it must be applied.
+    #[arg(long, value_name = "now|TIME")]
+    pub until: String,
+    /// Give up (exit 1) after this long, e.g. `5m`; without it, wait as long as it takes.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<std::time::Duration>,
+    /// How often to read the shards' progress.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: std::time::Duration,
+}
+
 /// `revrepl reprocess`.
 #[derive(Debug, Clone, Args)]
 pub struct ReprocessArgs {
@@ -397,12 +427,13 @@ pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> 
     );
     let value: u64 = digits
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s or 5m"))?;
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s or 5m"))?;
     let seconds = match unit {
+        "ms" => return Ok(std::time::Duration::from_millis(value)),
         "" | "s" => value,
         "m" => value.saturating_mul(60),
         "h" => value.saturating_mul(3_600),
-        _ => return Err(format!("{text:?} is not a duration like 30s or 5m")),
+        _ => return Err(format!("{text:?} is not a duration like 500ms, 30s or 5m")),
     };
     Ok(std::time::Duration::from_secs(seconds))
 }

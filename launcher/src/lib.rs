@@ -20,6 +20,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod drain;
 pub mod error;
 pub mod init;
 pub mod mysql;
@@ -96,6 +97,44 @@ pub async fn run(cli: Cli) -> Result<u8, LauncherError> {
                 0
             })
         }
+        Command::Drain(args) => {
+            let store = store::open_existing(&config).await?;
+            let run_id = RunId::new(config.run_id.clone())?;
+            let until = drain_target(&config, &args.until).await?;
+            let outcome = drain::drain(
+                store.as_ref(),
+                &run_id,
+                until,
+                args.interval,
+                args.timeout,
+                &mut |line| println!("{line}"),
+            )
+            .await?;
+            Ok(match outcome {
+                drain::DrainOutcome::Drained(took) => {
+                    println!(
+                        "drained: every shard has applied everything up to {until} (waited {:.1}s)",
+                        took.as_secs_f64()
+                    );
+                    0
+                }
+                drain::DrainOutcome::Failed(shards) => {
+                    println!(
+                        "not drained: shard(s) {} in ERROR; `revrepl status` shows why",
+                        shards.join(", ")
+                    );
+                    EXIT_SHARD_ERROR
+                }
+                drain::DrainOutcome::TimedOut(behind) => {
+                    let names: Vec<&str> = behind.iter().map(|(s, _)| s.as_str()).collect();
+                    println!(
+                        "not drained: --timeout passed; still behind: {}",
+                        names.join(", ")
+                    );
+                    1
+                }
+            })
+        }
         Command::Reprocess(args) => {
             let store = store::open_existing(&config).await?;
             let run_id = RunId::new(config.run_id.clone())?;
@@ -167,4 +206,28 @@ pub fn load_config(global: &GlobalArgs) -> Result<(Config, Option<PathBuf>), Lau
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, LauncherError> {
     serde_json::to_string_pretty(value)
         .map_err(|e| LauncherError::Usage(format!("cannot write JSON: {e}")))
+}
+
+/// The drain target: an RFC 3339 time, or `now` — Spanner's current time, read from the
+/// database, so that a skewed local clock cannot end the drain before a commit it made.
+async fn drain_target(config: &Config, text: &str) -> Result<Timestamp, LauncherError> {
+    if !text.eq_ignore_ascii_case("now") {
+        return Timestamp::parse_rfc3339(text).map_err(|e| {
+            LauncherError::Usage(format!(
+                "--until {text:?}: {e} (use `now` or an RFC 3339 time)"
+            ))
+        });
+    }
+    let database = spanner::SourceDatabase::connect(config, Duration::from_secs(30)).await?;
+    let statement = google_cloud_spanner::statement::Statement::builder(
+        "SELECT FORMAT_TIMESTAMP('%Y-%m-%dT%H:%M:%E6SZ', CURRENT_TIMESTAMP(), 'UTC')",
+    )
+    .build();
+    let rows = database.query("read the current time", statement).await?;
+    let text = rows
+        .first()
+        .and_then(|row| row.get::<String>(0usize).ok())
+        .ok_or_else(|| database.error("read the current time", &"no row returned"))?;
+    Timestamp::parse_rfc3339(&text)
+        .map_err(|e| database.error("read the current time", &format!("{text:?}: {e}")))
 }

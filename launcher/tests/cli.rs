@@ -763,3 +763,160 @@ async fn validate_finds_rows_changed_by_hand() {
         run.stdout
     );
 }
+
+/// `revrepl drain`: waits while a shard is behind the target and says which, exits 0 once every
+/// shard applied past it, 1 when `--timeout` passes first, 3 when a shard is in ERROR; `now` is
+/// Spanner's time.
+#[tokio::test]
+async fn drain_waits_until_every_shard_applied_the_target() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let emulator = start_spanner(&TABLES_DDL).await;
+    let workspace = Workspace::new(&[("s1", 3306), ("s2", 3306)], Some(&emulator));
+    let store = seeded_store(&workspace.path("metadata.db")).await;
+    let run_id = RunId::new("cli").expect("run id");
+    let window: WindowDuration = "10s".parse().expect("window");
+    let start = ts(1_704_450_800);
+    store
+        .record_run(&RunRecord::new(run_id.clone(), start, window).expect("run"))
+        .await
+        .expect("record run");
+    let shards: Vec<ShardId> = ["s1", "s2"]
+        .iter()
+        .map(|s| ShardId::new(*s).expect("shard"))
+        .collect();
+    store
+        .register_shards(&run_id, &shards, start)
+        .await
+        .expect("register");
+    let applied = |shard: &ShardId, status, window_start| ProcessProgress {
+        shard: shard.clone(),
+        status,
+        file_start_interval: ts(window_start),
+    };
+    // s1 applied up to 10:34:20 (past the target 10:34:05); s2 up to 10:34:00.
+    for (shard, at) in [(&shards[0], 1_704_450_850), (&shards[1], 1_704_450_830)] {
+        store
+            .set_process_progress(&run_id, &applied(shard, ProcessStatus::Success, at))
+            .await
+            .expect("progress");
+    }
+    let target = "2024-01-05T10:34:05Z";
+
+    let run = workspace
+        .revrepl(&[
+            "drain",
+            "--until",
+            target,
+            "--interval",
+            "100ms",
+            "--timeout",
+            "1s",
+        ])
+        .await;
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("waiting for s2 (5.0s behind)")
+            && run.stdout.contains("still behind: s2"),
+        "{}",
+        run.stdout
+    );
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_revrepl"))
+        .args([
+            "drain",
+            "--until",
+            target,
+            "--interval",
+            "100ms",
+            "--timeout",
+            "60s",
+        ])
+        .arg("--config")
+        .arg(&workspace.config)
+        .current_dir(workspace.dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn revrepl drain");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    while let Some(line) = lines.next_line().await.expect("read") {
+        let behind = line.contains("waiting for s2");
+        seen.push(line);
+        if behind {
+            break;
+        }
+    }
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains("1 of 2 shard(s) caught up")),
+        "{seen:?}"
+    );
+    // The writer applies s2's window holding the target.
+    store
+        .set_process_progress(
+            &run_id,
+            &applied(&shards[1], ProcessStatus::Success, 1_704_450_840),
+        )
+        .await
+        .expect("progress");
+    while let Some(line) = lines.next_line().await.expect("read") {
+        seen.push(line);
+    }
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("drain exits")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("drained: every shard has applied everything up to")),
+        "{seen:?}"
+    );
+
+    // A shard in ERROR ends the drain with 3.
+    store
+        .set_process_progress(
+            &run_id,
+            &applied(&shards[1], ProcessStatus::Error, 1_704_450_850),
+        )
+        .await
+        .expect("progress");
+    let run = workspace.revrepl(&["drain", "--until", target]).await;
+    run.expect_code(3);
+    assert!(run.stdout.contains("s2 in ERROR"), "{}", run.stdout);
+
+    // `now` is Spanner's current time: both shards are far behind it.
+    let run = workspace
+        .revrepl(&["drain", "--until", "now", "--timeout", "1s"])
+        .await;
+    assert!(
+        run.stdout.contains("drain to 20") || run.code == Some(3),
+        "{}",
+        run.all()
+    );
+    store
+        .set_process_progress(
+            &run_id,
+            &applied(&shards[1], ProcessStatus::Success, 1_704_450_850),
+        )
+        .await
+        .expect("progress");
+    let before = chrono::Utc::now();
+    let run = workspace
+        .revrepl(&["drain", "--until", "now", "--timeout", "1s"])
+        .await;
+    run.expect_code(1);
+    let line = run.stdout.lines().next().unwrap_or_default().to_string();
+    let shown = line
+        .strip_prefix("drain to ")
+        .and_then(|rest| rest.split(": ").next())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("no target time in {line:?}"));
+    let skew = (shown.with_timezone(&chrono::Utc) - before)
+        .num_seconds()
+        .abs();
+    assert!(skew < 60, "`now` is Spanner's current time: {line}");
+}
