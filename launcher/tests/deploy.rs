@@ -121,3 +121,37 @@ fn the_configmap_carries_a_valid_configuration() {
         );
     }
 }
+
+/// The Grafana dashboard is valid JSON with panels, and every metric its queries use is
+/// documented in docs/metrics.md (that each is exported is checked on real processes by the
+/// end-to-end test).
+#[test]
+fn the_grafana_dashboard_queries_only_documented_metrics() {
+    use revrepl_test_services::dashboard::{dashboard_metrics, dashboard_path};
+    let text = std::fs::read_to_string(dashboard_path()).expect("read the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 6, "{} panels", panels.len());
+    for panel in panels {
+        let targets = panel["targets"].as_array().map_or(0, Vec::len);
+        assert!(targets > 0, "panel {} has no query", panel["title"]);
+    }
+    let metrics = dashboard_metrics(&dashboard);
+    for wanted in [
+        "revrepl_writer_replication_lag_seconds",
+        "revrepl_writer_records_applied_total",
+        "revrepl_reader_records_read_total",
+        "revrepl_writer_shard_failed",
+        "revrepl_writer_retries_total",
+        "revrepl_reader_watermark_lag_seconds",
+    ] {
+        assert!(metrics.contains(wanted), "the dashboard shows {wanted}");
+    }
+    let docs = std::fs::read_to_string(repo_root().join("docs/metrics.md")).expect("metrics.md");
+    for metric in &metrics {
+        assert!(
+            docs.contains(&format!("`{metric}`")),
+            "{metric} (used by deploy/grafana/revrepl-dashboard.json) is not in docs/metrics.md"
+        );
+    }
+}

@@ -142,6 +142,7 @@ pub async fn run_pipeline<L: RowLookup + 'static>(
             ),
         });
     }
+    parts.metrics.started();
     let mut tracker = PartitionTracker::new(settings.read_from);
     let mut assembler = WindowAssembler::new(settings.window, settings.start)?;
     let pipeline_cancel = cancel.child_token();

@@ -83,6 +83,21 @@ impl ReaderMetrics {
         self.records_skipped.add(mods as u64, &[]);
     }
 
+    /// Makes the counters without a shard exist at zero from the start (every re-query
+    /// reason too), so dashboards and alerts see a series instead of none.
+    pub(crate) fn started(&self) {
+        for counter in [
+            &self.records_read,
+            &self.records_filtered,
+            &self.records_skipped,
+        ] {
+            counter.add(0, &[]);
+        }
+        for reason in ["stall", "ended_without_children", "error"] {
+            self.requeries.add(0, &[KeyValue::new("reason", reason)]);
+        }
+    }
+
     pub(crate) fn requery(&self, reason: &'static str) {
         self.requeries.add(1, &[KeyValue::new("reason", reason)]);
     }

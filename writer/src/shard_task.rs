@@ -148,7 +148,7 @@ impl ShardContext {
                 });
             }
         };
-        self.metrics.shard_failed(&shard, false);
+        self.metrics.shard_started(&shard);
         tracing::info!(%shard, from = %next.start(), "shard started");
         loop {
             match self.step(applier, &shard, &mut next, &cancel).await {

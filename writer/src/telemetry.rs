@@ -106,4 +106,22 @@ impl WriterMetrics {
     pub(crate) fn shard_failed(&self, shard: &ShardId, failed: bool) {
         self.failed.record(u64::from(failed), &Self::shard(shard));
     }
+
+    /// Makes every counter of `shard` exist at zero and marks it running, so dashboards and
+    /// alerts (`deploy/grafana/`) see a series from the start instead of none until the first
+    /// event.
+    pub(crate) fn shard_started(&self, shard: &ShardId) {
+        let attributes = Self::shard(shard);
+        for counter in [
+            &self.files_read,
+            &self.records_read,
+            &self.records_applied,
+            &self.retries,
+            &self.reader_waits,
+            &self.dead_lettered,
+        ] {
+            counter.add(0, &attributes);
+        }
+        self.failed.record(0, &attributes);
+    }
 }

@@ -94,6 +94,16 @@ async fn scrape_sum(client: &reqwest::Client, port: u16, metric: &str) -> Option
     (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
+/// The whole `/metrics` text of `http://127.0.0.1:<port>/metrics`, if it answers.
+async fn scrape_body(client: &reqwest::Client, port: u16) -> Option<String> {
+    let response = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?;
+    response.text().await.ok()
+}
+
 /// Values of one counter seen during the run, in scrape order.
 #[derive(Debug, Default)]
 struct Scraped {
@@ -297,6 +307,7 @@ poll_interval = "200ms"
         .build()
         .expect("HTTP client");
     let (mut written, mut applied) = (Scraped::default(), Scraped::default());
+    let mut exported = std::collections::BTreeSet::new();
     let mut next_scrape = std::time::Instant::now();
     while Timestamp::from(chrono::Utc::now()) < stop {
         workload.step().await.expect("workload step");
@@ -311,6 +322,16 @@ poll_interval = "200ms"
             );
             written.values.extend(w);
             applied.values.extend(a);
+            let (r, w) = tokio::join!(
+                scrape_body(&http, reader_metrics),
+                scrape_body(&http, writer_metrics)
+            );
+            exported.extend(r.into_iter().chain(w).flat_map(|body| {
+                body.lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .filter_map(|l| l.split(['{', ' ']).next().map(str::to_string))
+                    .collect::<Vec<_>>()
+            }));
             next_scrape = std::time::Instant::now() + Duration::from_secs(2);
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -344,6 +365,25 @@ poll_interval = "200ms"
         applied.moved(),
         "the writer's records_applied counter moved during the run: {applied:?}"
     );
+
+    // Every metric the Grafana dashboard queries is exported by a real reader or writer.
+    let dashboard = revrepl_test_services::dashboard::dashboard_path();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard).expect("read the dashboard"))
+            .expect("dashboard JSON");
+    for metric in revrepl_test_services::dashboard::dashboard_metrics(&dashboard) {
+        let family = |name: &String| {
+            name == &metric
+                || ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(metric.as_str()))
+        };
+        assert!(
+            exported.iter().any(family),
+            "{metric}, queried by deploy/grafana/revrepl-dashboard.json, was never exported; \
+             exported: {exported:?}"
+        );
+    }
 
     let expected = spanner_rows(&emulator).await;
     assert!(committed > 100, "the workload committed {committed} mods");

@@ -17,6 +17,7 @@
 //!
 //! Set `REVREPL_KEEP_SERVICES=1` to keep each service's directory (data and logs) after the test.
 
+pub mod dashboard;
 mod error;
 mod gcs;
 mod mariadb;
