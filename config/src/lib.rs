@@ -232,6 +232,13 @@ pub struct ReaderConfig {
     /// A partition query silent this long is re-issued.
     #[serde(default = "default_stall_timeout", with = "duration_text")]
     pub stall_timeout: Duration,
+    /// Replicate only these tables (Spanner names, or the session file's source names); empty:
+    /// every table.
+    #[serde(default)]
+    pub include_tables: Vec<String>,
+    /// Never replicate these tables (Spanner names, or the session file's source names).
+    #[serde(default)]
+    pub exclude_tables: Vec<String>,
 }
 
 fn default_heartbeat() -> Duration {
@@ -260,6 +267,8 @@ impl Default for ReaderConfig {
             keep_system_transactions: true,
             max_ahead: default_max_ahead(),
             stall_timeout: default_stall_timeout(),
+            include_tables: Vec::new(),
+            exclude_tables: Vec::new(),
         }
     }
 }

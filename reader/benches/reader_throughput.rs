@@ -39,7 +39,7 @@ use revrepl_reader::ReaderError;
 use revrepl_reader::change_stream::{ChangeStreamRecord, decode_change_record_column};
 use revrepl_reader::partition::{Token, short_token};
 use revrepl_reader::pipeline::{PipelineParts, PipelineSettings, PipelineSummary, run_pipeline};
-use revrepl_reader::routing::RecordFilter;
+use revrepl_reader::routing::{RecordFilter, TableFilter};
 use revrepl_reader::source::{ChangeStreamSource, RecordStream};
 use revrepl_reader::telemetry::ReaderMetrics;
 use revrepl_record::buffer::LocalDirectory;
@@ -1239,6 +1239,7 @@ async fn run_reader(
         read_from: ts(0),
         until: Some(ts(end_us)),
         filter: RecordFilter::default(),
+        tables: TableFilter::default(),
         max_ahead,
         stall_timeout: Duration::from_secs(3600),
         retry: Backoff::default(),

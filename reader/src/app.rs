@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::assembly::AssemblyError;
 use crate::error::ReaderError;
 use crate::pipeline::{PipelineParts, PipelineSettings, PipelineSummary, run_pipeline};
-use crate::routing::RecordFilter;
+use crate::routing::{RecordFilter, TableFilter};
 use crate::source::ChangeStreamSource;
 use crate::spanner::{
     SpannerChangeStream, SpannerDatabase, SpannerRowLookup, check_retention, check_stream,
@@ -60,6 +60,11 @@ pub async fn run(
         .plugin
         .as_deref()
         .map(|path| (path, config.routing.plugin_params.as_str()));
+    let tables = TableFilter::new(
+        &config.reader.include_tables,
+        &config.reader.exclude_tables,
+        session.as_deref(),
+    )?;
     let router = choose_router(&shards_file, session, plugin)?;
 
     let database = SpannerDatabase {
@@ -137,6 +142,7 @@ pub async fn run(
             filtration: config.reader.filtration,
             keep_system_transactions: config.reader.keep_system_transactions,
         },
+        tables,
         max_ahead: config.reader.max_ahead,
         stall_timeout: config.reader.stall_timeout,
         retry: Backoff {

@@ -32,7 +32,7 @@ use crate::assembly::{Release, WindowAssembler};
 use crate::change_stream::{ChangeStreamRecord, ChildPartition};
 use crate::error::ReaderError;
 use crate::partition::{PartitionStart, PartitionTracker, QueryEnd, Token, short_token};
-use crate::routing::{RecordFilter, RoutedRecord, route_data_change};
+use crate::routing::{RecordFilter, RoutedRecord, TableFilter, route_data_change};
 use crate::source::ChangeStreamSource;
 use crate::telemetry::ReaderMetrics;
 
@@ -54,6 +54,8 @@ pub struct PipelineSettings {
     pub until: Option<Timestamp>,
     /// Which records are dropped.
     pub filter: RecordFilter,
+    /// Which tables are replicated.
+    pub tables: TableFilter,
     /// A partition whose records are this far ahead of the low watermark pauses.
     pub max_ahead: Duration,
     /// A partition query that sends nothing for this long is re-issued.
@@ -167,6 +169,7 @@ pub async fn run_pipeline<L: RowLookup + 'static>(
         source: Arc::clone(&parts.source),
         assigner: Arc::clone(&parts.assigner),
         filter: settings.filter,
+        tables: settings.tables.clone(),
         max_ahead: settings.max_ahead,
         stall_timeout: settings.stall_timeout,
         retry: settings.retry,
@@ -354,6 +357,7 @@ struct PartitionContext<L> {
     source: Arc<dyn ChangeStreamSource>,
     assigner: Arc<ShardAssigner<L>>,
     filter: RecordFilter,
+    tables: TableFilter,
     max_ahead: Duration,
     stall_timeout: Duration,
     retry: Backoff,
@@ -440,7 +444,13 @@ impl<L: RowLookup> PartitionContext<L> {
                         self.wait_until_near_watermark(commit, position, &mut watermark, &cancel)
                             .await;
                         self.metrics.records_read(data.mods.len());
-                        let event = if self.filter.keeps(&data) {
+                        let event = if !self.tables.keeps(&data.table_name) {
+                            self.metrics.excluded(&data.table_name, data.mods.len());
+                            Event::Filtered {
+                                token: token.clone(),
+                                commit,
+                            }
+                        } else if self.filter.keeps(&data) {
                             let record = route_data_change(data, &self.assigner).await?;
                             Event::Lines {
                                 token: token.clone(),

@@ -3,7 +3,9 @@
 
 pub use revrepl_config::Filtration;
 use revrepl_record::{ChangeRecord, Destination, LineFields, Mod, ModType, Timestamp};
-use revrepl_shard_routing::{RouteRequest, RowLookup, ShardAssigner};
+use std::collections::BTreeSet;
+
+use revrepl_shard_routing::{RouteRequest, RowLookup, Session, ShardAssigner};
 use serde_json::{Map, Value};
 
 use crate::assembly::AssemblyError;
@@ -40,6 +42,67 @@ impl RecordFilter {
                 .starts_with(FORWARD_MIGRATION_TAG_PREFIX);
         let system = record.is_system_transaction && !self.keep_system_transactions;
         !forward && !system
+    }
+}
+
+/// Which tables are replicated (`reader.include_tables`, `reader.exclude_tables`): records of
+/// other tables are dropped by the reader, so they never reach the buffer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableFilter {
+    /// Spanner table names to keep; `None` keeps every table.
+    include: Option<BTreeSet<String>>,
+    /// Spanner table names to drop.
+    exclude: BTreeSet<String>,
+}
+
+impl TableFilter {
+    /// The filter for `include` (empty: every table) and `exclude`. Names are Spanner table
+    /// names, or — with a session file — the source (MySQL) names the session file maps them
+    /// to. With a session file, a name it does not know is an error naming the key, so that a
+    /// typo never silently replicates everything or nothing.
+    pub fn new(
+        include: &[String],
+        exclude: &[String],
+        session: Option<&Session>,
+    ) -> Result<Self, ReaderError> {
+        let resolve = |key: &str, names: &[String]| -> Result<BTreeSet<String>, ReaderError> {
+            names
+                .iter()
+                .map(|name| match session {
+                    None => Ok(name.clone()),
+                    Some(session) => session
+                        .tables()
+                        .find(|t| &t.spanner_name == name || t.source_name() == Some(name.as_str()))
+                        .map(|t| t.spanner_name.clone())
+                        .ok_or_else(|| ReaderError::Config {
+                            key: key.to_string(),
+                            reason: format!(
+                                "table {name:?} is neither a Spanner nor a source table of \
+                                 session file {} (its Spanner tables: {})",
+                                session.origin(),
+                                session
+                                    .tables()
+                                    .map(|t| t.spanner_name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        }),
+                })
+                .collect()
+        };
+        let included = resolve("reader.include_tables", include)?;
+        Ok(Self {
+            include: (!include.is_empty()).then_some(included),
+            exclude: resolve("reader.exclude_tables", exclude)?,
+        })
+    }
+
+    /// Whether records of Spanner table `table` are replicated.
+    pub fn keeps(&self, table: &str) -> bool {
+        self.include
+            .as_ref()
+            .is_none_or(|names| names.contains(table))
+            && !self.exclude.contains(table)
     }
 }
 

@@ -14,6 +14,7 @@ pub struct ReaderMetrics {
     records_read: Counter<u64>,
     records_filtered: Counter<u64>,
     records_skipped: Counter<u64>,
+    records_excluded: Counter<u64>,
     files_written: Counter<u64>,
     mods_written: Counter<u64>,
     requeries: Counter<u64>,
@@ -42,6 +43,12 @@ impl ReaderMetrics {
             records_skipped: meter
                 .u64_counter("revrepl.reader.records_skipped")
                 .with_description("Mods of tables unknown to the session file, written to skip/")
+                .build(),
+            records_excluded: meter
+                .u64_counter("revrepl.reader.records_excluded")
+                .with_description(
+                    "Mods of tables left out by reader.include_tables / reader.exclude_tables",
+                )
                 .build(),
             files_written: meter
                 .u64_counter("revrepl.reader.files_written")
@@ -96,6 +103,11 @@ impl ReaderMetrics {
         for reason in ["stall", "ended_without_children", "error"] {
             self.requeries.add(0, &[KeyValue::new("reason", reason)]);
         }
+    }
+
+    pub(crate) fn excluded(&self, table: &str, mods: usize) {
+        self.records_excluded
+            .add(mods as u64, &[KeyValue::new("table", table.to_string())]);
     }
 
     pub(crate) fn requery(&self, reason: &'static str) {

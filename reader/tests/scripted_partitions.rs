@@ -20,7 +20,7 @@ use revrepl_reader::change_stream::{
 };
 use revrepl_reader::partition::Token;
 use revrepl_reader::pipeline::{PipelineParts, PipelineSettings, PipelineSummary, run_pipeline};
-use revrepl_reader::routing::RecordFilter;
+use revrepl_reader::routing::{RecordFilter, TableFilter};
 use revrepl_reader::source::{ChangeStreamSource, RecordStream};
 use revrepl_reader::telemetry::ReaderMetrics;
 use revrepl_record::buffer::LocalDirectory;
@@ -231,6 +231,7 @@ impl Harness {
             read_from: ts(100, 0),
             until: Some(ts(until, 0)),
             filter: RecordFilter::default(),
+            tables: TableFilter::default(),
             max_ahead: Duration::from_secs(3600),
             stall_timeout: Duration::from_secs(30),
             retry: Backoff {
@@ -725,4 +726,83 @@ async fn a_requery_after_child_partitions_starts_at_the_children_start() {
     assert_eq!(source.queries_of("a"), vec![ts(100, 0), ts(110, 0)]);
     let files = h.files().await;
     assert_eq!(keys_of(&files[&path("s1", 100)]), [r#"{"id":"1"}"#]);
+}
+
+const TWO_TABLES: &str = r#"{
+  "SpSchema": {
+    "t1": {"Name": "Users", "Id": "t1", "ColIds": ["c1", "c2", "c3"], "ShardIdColumn": "c2",
+           "ColDefs": {"c1": {"Name": "id", "Id": "c1", "T": {"Name": "INT64"}},
+                       "c2": {"Name": "shard", "Id": "c2", "T": {"Name": "STRING"}},
+                       "c3": {"Name": "v", "Id": "c3", "T": {"Name": "STRING"}}},
+           "PrimaryKeys": [{"ColId": "c1", "Order": 1}]},
+    "t2": {"Name": "Orders", "Id": "t2", "ColIds": ["c1", "c2", "c3"], "ShardIdColumn": "c2",
+           "ColDefs": {"c1": {"Name": "id", "Id": "c1", "T": {"Name": "INT64"}},
+                       "c2": {"Name": "shard", "Id": "c2", "T": {"Name": "STRING"}},
+                       "c3": {"Name": "v", "Id": "c3", "T": {"Name": "STRING"}}},
+           "PrimaryKeys": [{"ColId": "c1", "Order": 1}]}
+  },
+  "SrcSchema": {
+    "t1": {"Name": "app_users", "Id": "t1", "ColIds": ["c1", "c2", "c3"],
+           "ColDefs": {"c1": {"Name": "id", "Id": "c1", "Type": {"Name": "bigint"}},
+                       "c2": {"Name": "shard", "Id": "c2", "Type": {"Name": "varchar"}},
+                       "c3": {"Name": "v", "Id": "c3", "Type": {"Name": "varchar"}}},
+           "PrimaryKeys": [{"ColId": "c1", "Order": 1}]},
+    "t2": {"Name": "app_orders", "Id": "t2", "ColIds": ["c1", "c2", "c3"],
+           "ColDefs": {"c1": {"Name": "id", "Id": "c1", "Type": {"Name": "bigint"}},
+                       "c2": {"Name": "shard", "Id": "c2", "Type": {"Name": "varchar"}},
+                       "c3": {"Name": "v", "Id": "c3", "Type": {"Name": "varchar"}}},
+           "PrimaryKeys": [{"ColId": "c1", "Order": 1}]}
+  },
+  "SyntheticPKeys": {}
+}"#;
+
+/// `reader.include_tables` / `reader.exclude_tables`: records of left-out tables never reach
+/// the buffer; names may be the session file's source names; an unknown name is refused.
+#[tokio::test]
+async fn table_filters_keep_left_out_tables_out_of_the_buffer() {
+    let session = Arc::new(
+        revrepl_shard_routing::Session::from_json("two tables", TWO_TABLES).expect("session"),
+    );
+    let names = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    for (include, exclude) in [
+        (names(&["app_users"]), names(&[])),
+        (names(&[]), names(&["Orders"])),
+    ] {
+        let h = Harness::new(&["s1"]).await;
+        let source = ScriptedSource::new(vec![
+            (None, vec![children(ts(100, 0), &[("a", &[])])]),
+            (
+                tok("a"),
+                vec![
+                    data(ts(101, 0), "t1", "Users", &[(1, "s1")]),
+                    data(ts(102, 0), "t2", "Orders", &[(2, "s1"), (3, "s1")]),
+                    data(ts(103, 0), "t3", "Users", &[(4, "s1")]),
+                    heartbeat(ts(111, 0)),
+                ],
+            ),
+        ]);
+        let mut settings = h.settings(110);
+        settings.tables =
+            TableFilter::new(&include, &exclude, Some(&session)).expect("known tables");
+        let assigner = h.assigner(Box::new(SessionRouter::new(Arc::clone(&session))));
+        h.run_with(source, assigner, settings).await.expect("runs");
+        let files = h.files().await;
+        let tables: Vec<&str> = files
+            .values()
+            .flatten()
+            .map(|r| r.table_name.as_str())
+            .collect();
+        assert_eq!(
+            tables,
+            ["Users", "Users"],
+            "include {include:?}, exclude {exclude:?}"
+        );
+    }
+    let error = TableFilter::new(&names(&["app_user"]), &[], Some(&session)).expect_err("typo");
+    assert!(
+        error.to_string().contains("reader.include_tables")
+            && error.to_string().contains("\"app_user\"")
+            && error.to_string().contains("Orders, Users"),
+        "{error}"
+    );
 }

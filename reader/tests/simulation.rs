@@ -45,7 +45,7 @@ use revrepl_reader::change_stream::{
 };
 use revrepl_reader::partition::Token;
 use revrepl_reader::pipeline::{PipelineParts, PipelineSettings, run_pipeline};
-use revrepl_reader::routing::RecordFilter;
+use revrepl_reader::routing::{RecordFilter, TableFilter};
 use revrepl_reader::source::{ChangeStreamSource, RecordStream};
 use revrepl_reader::telemetry::ReaderMetrics;
 use revrepl_record::buffer::{BufferError, LocalDirectory, PutOutcome};
@@ -814,6 +814,7 @@ async fn simulate(scenario: &Arc<Scenario>, seed: u64, faults: bool) -> Result<O
             read_from: start,
             until: Some(scenario.until),
             filter: RecordFilter::default(),
+            tables: TableFilter::default(),
             max_ahead: scenario.max_ahead,
             stall_timeout: Duration::from_millis(if faults { 15 } else { 2_000 }),
             retry: Backoff {
