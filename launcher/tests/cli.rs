@@ -343,6 +343,52 @@ async fn init_creates_the_stream_and_tables_then_verifies_them() {
     );
 }
 
+/// Issue 12.12 and 12.13: an unrelated `REVREPL_BIN` is not configuration, and without any
+/// configuration file every program says none was found and where it looked, instead of
+/// ``missing field `run_id` ``.
+#[tokio::test]
+async fn without_a_configuration_file_every_program_says_where_it_looked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The reader and the writer are built next to `revrepl` (as for `run_command.rs`).
+    let revrepl = PathBuf::from(env!("CARGO_BIN_EXE_revrepl"));
+    let sibling = |name: &str| {
+        let path = revrepl.with_file_name(name);
+        assert!(
+            path.is_file(),
+            "{name} is not built next to revrepl: run `cargo build -p revrepl-reader -p \
+             revrepl-writer`"
+        );
+        path
+    };
+    let programs: [(PathBuf, &[&str]); 3] = [
+        (revrepl.clone(), &["status"]),
+        (sibling("revrepl-reader"), &[]),
+        (sibling("revrepl-writer"), &[]),
+    ];
+    for (program, args) in programs {
+        let program = program.display().to_string();
+        let output = tokio::process::Command::new(&program)
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("REVREPL_CONFIG")
+            .env("REVREPL_BIN", "/usr/local/bin/revrepl")
+            .env("NO_COLOR", "1")
+            .output()
+            .await
+            .expect("run the program");
+        let run = Run::from(output);
+        run.expect_code(2);
+        let looked_for = dir.path().join("revrepl.toml");
+        assert!(
+            run.stderr.contains("no configuration file was found")
+                && run.stderr.contains(&looked_for.display().to_string()),
+            "{program}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("unknown field"), "{}", run.stderr);
+    }
+}
+
 #[tokio::test]
 async fn init_names_what_to_fix_in_a_broken_configuration() {
     let shards = MariaDb::start_many(1).expect("start MariaDB");

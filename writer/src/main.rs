@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The configuration file (TOML).
-    #[arg(long, short, env = "REVREPL_CONFIG")]
-    config: PathBuf,
+    /// The configuration file (TOML). Default: `revrepl.toml` in the current directory, if it
+    /// exists; otherwise only `REVREPL_…` variables and `--set` configure.
+    #[arg(long, short, env = "REVREPL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// regular, resume (= resumeAll), resumeSuccess, resumeFailed or reprocess.
     #[arg(long, default_value = "regular")]
     mode: WriterMode,
@@ -57,8 +58,8 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     revrepl_telemetry::init_logging();
-    let config = match Config::load(Some(&args.config), &args.overrides) {
-        Ok(config) => config,
+    let config = match Config::locate_and_load(args.config.as_deref(), &args.overrides) {
+        Ok((config, _)) => config,
         Err(error) => {
             tracing::error!("{error}");
             return ExitCode::from(2);
