@@ -542,7 +542,6 @@ impl Config {
                 EnvVariable::Key(_) => accepted.push(name[ENV_PREFIX.len()..].to_string()),
                 EnvVariable::Process => {}
                 EnvVariable::Unrelated => tracing::warn!(
-                    variable = name,
                     "ignoring environment variable {name}: it names no configuration key \
                      (configuration variables are {ENV_PREFIX}<KEY> for a top-level key or \
                      {ENV_PREFIX}<SECTION>__<KEY>, e.g. {ENV_PREFIX}READER__WINDOW)"

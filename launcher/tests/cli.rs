@@ -343,9 +343,9 @@ async fn init_creates_the_stream_and_tables_then_verifies_them() {
     );
 }
 
-/// Issue 12.12 and 12.13: an unrelated `REVREPL_BIN` is not configuration, and without any
+/// Issue 12.12, 12.13 and 12.14: an unrelated `REVREPL_BIN` is not configuration; without any
 /// configuration file every program says none was found and where it looked, instead of
-/// ``missing field `run_id` ``.
+/// ``missing field `run_id` ``; logs written to a pipe hold no colour codes.
 #[tokio::test]
 async fn without_a_configuration_file_every_program_says_where_it_looked() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -372,7 +372,7 @@ async fn without_a_configuration_file_every_program_says_where_it_looked() {
             .current_dir(dir.path())
             .env_remove("REVREPL_CONFIG")
             .env("REVREPL_BIN", "/usr/local/bin/revrepl")
-            .env("NO_COLOR", "1")
+            .env_remove("NO_COLOR")
             .output()
             .await
             .expect("run the program");
@@ -386,6 +386,11 @@ async fn without_a_configuration_file_every_program_says_where_it_looked() {
             run.stderr
         );
         assert!(!run.stderr.contains("unknown field"), "{}", run.stderr);
+        assert!(
+            !run.stderr.contains('\u{1b}'),
+            "{program} coloured its log on a pipe: {:?}",
+            run.stderr
+        );
     }
 }
 
