@@ -394,6 +394,66 @@ async fn without_a_configuration_file_every_program_says_where_it_looked() {
     }
 }
 
+/// Issue 12.15: a session file the reader refuses stops `revrepl run` at once (the reader
+/// exits 2, which is never restarted) with the file, the JSON path and the fix — not a dozen
+/// restarts over five minutes. `init` reports the same problem among its first checks.
+#[tokio::test]
+async fn run_stops_at_once_on_a_session_file_the_reader_refuses() {
+    // No service is needed: the reader reads the session file before it connects to anything.
+    let workspace = Workspace::new(&[("s1", 1), ("s2", 2)], None);
+    let mut session: serde_json::Value =
+        serde_json::from_str(WORKLOAD_SESSION).expect("the workload session is JSON");
+    let (table_id, _) = session["SrcSchema"]
+        .as_object()
+        .and_then(|tables| tables.iter().next())
+        .expect("a source table");
+    let table_id = table_id.clone();
+    session["SrcSchema"][&table_id]
+        .as_object_mut()
+        .expect("a table")
+        .remove("Name");
+    write(&workspace.path("session.json"), &session.to_string());
+    let expected_path = format!("SrcSchema[{table_id:?}].Name: the name is missing");
+
+    let started = std::time::Instant::now();
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        workspace.revrepl(&[
+            "run",
+            "--reader-mode",
+            "regular",
+            "--writer-mode",
+            "regular",
+        ]),
+    )
+    .await
+    .expect("revrepl run stops by itself within a minute");
+    output.expect_code(2);
+    let text = output.all();
+    assert!(
+        text.contains(&expected_path) && text.contains("fix the session file"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("reader started").count(),
+        1,
+        "a configuration error is never retried: {text}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{text}"
+    );
+
+    let init = workspace
+        .revrepl(&["init", "--verify-only", "--timeout", "1s"])
+        .await;
+    let text = init.all();
+    assert!(
+        text.contains("FAIL  session file") && text.contains(&expected_path),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn init_names_what_to_fix_in_a_broken_configuration() {
     let shards = MariaDb::start_many(1).expect("start MariaDB");

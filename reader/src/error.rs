@@ -107,6 +107,19 @@ pub enum ReaderError {
     Task(String),
 }
 
+impl ReaderError {
+    /// Whether this is a configuration error (a configuration key, the shards file, the
+    /// session file or the router plugin), which restarting cannot fix: the reader exits with
+    /// code 2 and `revrepl run` does not restart it.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Self::Config { .. } => true,
+            Self::Routing(error) => error.is_configuration(),
+            _ => false,
+        }
+    }
+}
+
 impl Classify for ReaderError {
     fn class(&self) -> ErrorClass {
         match self {

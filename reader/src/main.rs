@@ -85,6 +85,15 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
+            Err(error) if error.is_configuration() => {
+                match &error {
+                    revrepl_reader::ReaderError::Routing(routing) => {
+                        tracing::error!("{error}: {}", routing.fix())
+                    }
+                    _ => tracing::error!("{error}"),
+                }
+                ExitCode::from(2)
+            }
             Err(error) => {
                 tracing::error!("{error}");
                 ExitCode::FAILURE

@@ -8,6 +8,7 @@ use clap::Parser;
 use revrepl_config::Config;
 use revrepl_record::Timestamp;
 use revrepl_telemetry::{MetricsOptions, Telemetry};
+use revrepl_writer::WriterError;
 use revrepl_writer::app::{ShardSubset, WriterMode, run};
 use tokio_util::sync::CancellationToken;
 
@@ -105,6 +106,16 @@ fn main() -> ExitCode {
                     tracing::error!(%shard, "shard failed: {error}");
                 }
                 ExitCode::from(3)
+            }
+            // A configuration error (a key, the shards or session file) never goes away by
+            // itself: exit 2, which `revrepl run` does not restart.
+            Err(WriterError::Routing(error)) if error.is_configuration() => {
+                tracing::error!("{error}: {}", error.fix());
+                ExitCode::from(2)
+            }
+            Err(error @ WriterError::Config { .. }) => {
+                tracing::error!("{error}");
+                ExitCode::from(2)
             }
             Err(error) => {
                 tracing::error!("{error}");
