@@ -5,6 +5,11 @@
 //! joined by `__`: `REVREPL_READER__WINDOW=1m`), then `--set key=value` flags
 //! (`--set reader.window=1m`). Unknown keys are rejected, and every error names the key, where
 //! its value came from, and what is wrong.
+//!
+//! Only variables that name a configuration key are read: `REVREPL_RUN_ID` (a top-level key)
+//! or `REVREPL_<SECTION>__<KEY>` (a key of a section). Others, such as an unrelated
+//! `REVREPL_BIN`, are ignored with a warning; a variable that names a real section but an
+//! unknown key (`REVREPL_READER__WINDW`) is an error naming the variable.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +18,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use revrepl_record::{Classify, ErrorClass, WindowDuration};
 use serde::{Deserialize, Serialize};
+
+/// The configuration file used when none is given: `revrepl.toml` in the current directory.
+pub const DEFAULT_FILE: &str = "revrepl.toml";
 
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "REVREPL_";
@@ -42,6 +50,96 @@ pub fn is_process_variable(key: &str) -> bool {
         || PROCESS_VARIABLE_PREFIXES
             .iter()
             .any(|prefix| key.starts_with(prefix))
+}
+
+/// What [`Config::load`] does with one `REVREPL_…` variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvVariable {
+    /// It names a configuration key (`section.key` or a top-level key), which it sets.
+    Key(String),
+    /// It sets up a process ([`is_process_variable`]); not configuration.
+    Process,
+    /// It names nothing configurable (`REVREPL_BIN`); ignored with a warning.
+    Unrelated,
+    /// It names a real section but a key that section does not have; an error.
+    UnknownKey {
+        /// The section, e.g. `reader`.
+        section: String,
+        /// The key as written, lower case.
+        key: String,
+    },
+}
+
+/// Classifies the variable `name` (with or without the `REVREPL_` prefix).
+pub fn classify_env_variable(name: &str) -> EnvVariable {
+    let key = name
+        .get(..ENV_PREFIX.len())
+        .filter(|head| head.eq_ignore_ascii_case(ENV_PREFIX))
+        .map_or(name, |_| &name[ENV_PREFIX.len()..]);
+    if is_process_variable(key) {
+        return EnvVariable::Process;
+    }
+    let key = key.to_ascii_lowercase();
+    let known = known_keys();
+    match key.split_once("__") {
+        None if known.top_level.contains(&key) => EnvVariable::Key(key),
+        None => EnvVariable::Unrelated,
+        Some((section, field)) => match known.sections.iter().find(|(name, _)| *name == section) {
+            Some((_, fields)) if fields.contains(&field.to_string()) => {
+                EnvVariable::Key(format!("{section}.{field}"))
+            }
+            Some(_) => EnvVariable::UnknownKey {
+                section: section.to_string(),
+                key: field.to_string(),
+            },
+            None => EnvVariable::Unrelated,
+        },
+    }
+}
+
+/// The keys of the configuration, from the structure itself (so they cannot drift): a
+/// serialized default, in which `None` values keep their keys.
+struct KnownKeys {
+    top_level: Vec<String>,
+    sections: Vec<(String, Vec<String>)>,
+}
+
+fn known_keys() -> KnownKeys {
+    use figment::value::Value;
+    let sample = Config {
+        run_id: String::new(),
+        shards_file: PathBuf::new(),
+        session_file: None,
+        spanner: SpannerConfig {
+            database: String::new(),
+            change_stream: String::new(),
+            endpoint: None,
+            admin_endpoint: None,
+        },
+        buffer: BufferConfig::default(),
+        metadata: MetadataConfig::default(),
+        routing: RoutingConfig::default(),
+        reader: ReaderConfig::default(),
+        writer: WriterConfig::default(),
+    };
+    let mut known = KnownKeys {
+        top_level: Vec::new(),
+        sections: Vec::new(),
+    };
+    // Serializing a plain struct into figment's value cannot fail; if it ever did, no
+    // variable would be read and each would be reported as ignored.
+    let value = Value::serialize(&sample).unwrap_or_else(|_| Value::from(String::new()));
+    if let Value::Dict(_, dict) = value {
+        for (key, value) in dict {
+            match value {
+                Value::Dict(_, fields) => {
+                    known.sections.push((key, fields.keys().cloned().collect()));
+                }
+                _ => known.top_level.push(key),
+            }
+        }
+    }
+    known
 }
 
 /// The whole configuration file.
@@ -365,6 +463,18 @@ pub enum ConfigError {
     /// The configuration file does not exist.
     #[error("configuration file {0} does not exist")]
     MissingFile(PathBuf),
+    /// No file was given nor found, and variables and flags alone do not configure everything.
+    #[error(
+        "no configuration file was found: none was given (--config FILE or REVREPL_CONFIG) \
+         and {looked_for} does not exist; environment variables and --set alone do not \
+         configure everything ({reason})"
+    )]
+    NoFile {
+        /// The default file looked for, absolute.
+        looked_for: PathBuf,
+        /// What is missing, as the loader said it.
+        reason: String,
+    },
 }
 
 impl Classify for ConfigError {
@@ -375,13 +485,52 @@ impl Classify for ConfigError {
 
 impl From<figment::Error> for ConfigError {
     fn from(error: figment::Error) -> Self {
-        // One line per problem; figment names the key path and the source of each value.
-        let lines: Vec<String> = error.into_iter().map(|e| e.to_string()).collect();
+        // One line per problem; figment names the key path and the source of each value. A
+        // value from the environment is named by its variable, which is what the user set.
+        let lines: Vec<String> = error
+            .into_iter()
+            .map(|e| {
+                let from_env = e
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.name.contains("environment variable"));
+                if from_env && !e.path.is_empty() {
+                    let variable = format!("{ENV_PREFIX}{}", e.path.join("__")).to_uppercase();
+                    format!("environment variable {variable}: {}", e.kind)
+                } else {
+                    e.to_string()
+                }
+            })
+            .collect();
         Self::Invalid(lines.join("; "))
     }
 }
 
 impl Config {
+    /// Loads `explicit` if given, else [`DEFAULT_FILE`] from the current directory if it
+    /// exists, else only variables and `overrides` (see [`Config::load`]). Returns the file
+    /// used. Without any file, a configuration that is incomplete says so, and where the
+    /// default file was looked for, instead of naming the first missing key.
+    pub fn locate_and_load(
+        explicit: Option<&Path>,
+        overrides: &[String],
+    ) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        let path = explicit.map(Path::to_path_buf).or_else(|| {
+            let default = Path::new(DEFAULT_FILE);
+            default.is_file().then(|| default.to_path_buf())
+        });
+        match Self::load(path.as_deref(), overrides) {
+            Ok(config) => Ok((config, path)),
+            Err(ConfigError::Invalid(reason)) if path.is_none() => Err(ConfigError::NoFile {
+                looked_for: std::env::current_dir()
+                    .map(|dir| dir.join(DEFAULT_FILE))
+                    .unwrap_or_else(|_| PathBuf::from(DEFAULT_FILE)),
+                reason,
+            }),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Loads `file` (if given), then `REVREPL_…` variables of the process environment, then
     /// `overrides` (`key=value` with dotted keys, e.g. `reader.window=1m`).
     pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
@@ -392,9 +541,30 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
+        let mut accepted = Vec::new();
+        for (name, _) in std::env::vars_os() {
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with(ENV_PREFIX) {
+                continue;
+            }
+            match classify_env_variable(name) {
+                EnvVariable::Key(_) => accepted.push(name[ENV_PREFIX.len()..].to_string()),
+                EnvVariable::Process => {}
+                EnvVariable::Unrelated => tracing::warn!(
+                    "ignoring environment variable {name}: it names no configuration key \
+                     (configuration variables are {ENV_PREFIX}<KEY> for a top-level key or \
+                     {ENV_PREFIX}<SECTION>__<KEY>, e.g. {ENV_PREFIX}READER__WINDOW)"
+                ),
+                EnvVariable::UnknownKey { section, key } => {
+                    return Err(ConfigError::Invalid(format!(
+                        "environment variable {name}: section [{section}] has no key {key:?}"
+                    )));
+                }
+            }
+        }
         figment = figment.merge(
             Env::prefixed(ENV_PREFIX)
-                .filter(|key| !is_process_variable(key.as_str()))
+                .filter(move |key| accepted.iter().any(|name| key == name.as_str()))
                 .split("__")
                 .lowercase(true),
         );
@@ -497,9 +667,56 @@ change_stream = "revrepl_stream"
             jail.set_env("REVREPL_SECRET_DB_PASS", "not a key");
             let config = load_in(jail, MINIMAL, &[]).map_err(|e| e.to_string())?;
             assert_eq!(config.run_id, "run1");
+            Ok(())
+        });
+    }
+
+    /// Issue 12.12: an unrelated `REVREPL_BIN` made every command exit 2.
+    #[test]
+    fn variables_that_name_no_key_are_ignored() {
+        Jail::expect_with(|jail| {
+            jail.set_env("REVREPL_BIN", "/usr/local/bin/revrepl");
             jail.set_env("REVREPL_RUN_IDD", "typo");
-            let err = load_in(jail, MINIMAL, &[]).expect_err("unknown key");
-            assert!(err.to_string().contains("run_idd"), "{err}");
+            jail.set_env("REVREPL_NOSUCHSECTION__KEY", "x");
+            let config = load_in(jail, MINIMAL, &[]).map_err(|e| e.to_string())?;
+            assert_eq!(config.run_id, "run1");
+            Ok(())
+        });
+        assert_eq!(classify_env_variable("REVREPL_BIN"), EnvVariable::Unrelated);
+        assert_eq!(
+            classify_env_variable("REVREPL_WRITER__TLS_CA_FILE"),
+            EnvVariable::Key("writer.tls_ca_file".to_string())
+        );
+        assert_eq!(
+            classify_env_variable("REVREPL_SESSION_FILE"),
+            EnvVariable::Key("session_file".to_string())
+        );
+        assert_eq!(
+            classify_env_variable("REVREPL_SECRET_DB"),
+            EnvVariable::Process
+        );
+    }
+
+    #[test]
+    fn a_wrong_configuration_variable_is_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("REVREPL_READER__WINDW", "1m");
+            let err = load_in(jail, MINIMAL, &[]).expect_err("unknown key of a real section");
+            assert_eq!(
+                err.to_string(),
+                "configuration error: environment variable REVREPL_READER__WINDW: section \
+                 [reader] has no key \"windw\""
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("REVREPL_READER__WINDOW", "5x");
+            let err = load_in(jail, MINIMAL, &[]).expect_err("bad value");
+            assert!(
+                err.to_string()
+                    .starts_with("configuration error: environment variable REVREPL_READER__WINDOW: window duration \"5x\" is invalid"),
+                "{err}"
+            );
             Ok(())
         });
     }
@@ -509,6 +726,26 @@ change_stream = "revrepl_stream"
         Jail::expect_with(|jail| {
             let err = load_in(jail, "run_id = \"r\"\n", &[]).expect_err("missing");
             assert!(err.to_string().contains("shards_file"), "{err}");
+            Ok(())
+        });
+    }
+
+    /// Issue 12.13: without a file, `revrepl status` said ``missing field `run_id` ``.
+    #[test]
+    fn without_any_file_the_error_says_where_it_looked() {
+        Jail::expect_with(|jail| {
+            let err = Config::locate_and_load(None, &[]).expect_err("nothing configures");
+            let text = err.to_string();
+            let looked_for = jail.directory().join("revrepl.toml");
+            assert!(
+                text.starts_with("no configuration file was found")
+                    && text.contains(&looked_for.display().to_string()),
+                "{text}"
+            );
+            jail.create_file("revrepl.toml", MINIMAL)?;
+            let (config, path) = Config::locate_and_load(None, &[]).map_err(|e| e.to_string())?;
+            assert_eq!(config.run_id, "run1");
+            assert_eq!(path.as_deref(), Some(Path::new("revrepl.toml")));
             Ok(())
         });
     }

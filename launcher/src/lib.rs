@@ -33,7 +33,7 @@ pub mod store;
 pub mod supervise;
 pub mod validate;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use revrepl_config::Config;
@@ -50,7 +50,7 @@ pub const EXIT_SHARD_ERROR: u8 = 3;
 /// Exit code: validation found differences.
 pub const EXIT_DIFFERENCES: u8 = 4;
 /// The configuration file used when `--config` is not given, if it exists.
-pub const DEFAULT_CONFIG_FILE: &str = "revrepl.toml";
+pub const DEFAULT_CONFIG_FILE: &str = revrepl_config::DEFAULT_FILE;
 
 /// Runs `cli`, printing results on stdout; returns the exit code.
 pub async fn run(cli: Cli) -> Result<u8, LauncherError> {
@@ -192,11 +192,7 @@ pub fn validate_options(
 /// Loads the configuration: `--config` (or `revrepl.toml` if present), `REVREPL_…`
 /// variables, `--set`, then `--run-id`. Returns the file used, if any.
 pub fn load_config(global: &GlobalArgs) -> Result<(Config, Option<PathBuf>), LauncherError> {
-    let path = global.config.clone().or_else(|| {
-        let default = Path::new(DEFAULT_CONFIG_FILE);
-        default.is_file().then(|| default.to_path_buf())
-    });
-    let mut config = Config::load(path.as_deref(), &global.overrides)?;
+    let (mut config, path) = Config::locate_and_load(global.config.as_deref(), &global.overrides)?;
     if let Some(run_id) = &global.run_id {
         config.run_id = run_id.clone();
     }

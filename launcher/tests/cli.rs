@@ -343,6 +343,117 @@ async fn init_creates_the_stream_and_tables_then_verifies_them() {
     );
 }
 
+/// Issue 12.12, 12.13 and 12.14: an unrelated `REVREPL_BIN` is not configuration; without any
+/// configuration file every program says none was found and where it looked, instead of
+/// ``missing field `run_id` ``; logs written to a pipe hold no colour codes.
+#[tokio::test]
+async fn without_a_configuration_file_every_program_says_where_it_looked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The reader and the writer are built next to `revrepl` (as for `run_command.rs`).
+    let revrepl = PathBuf::from(env!("CARGO_BIN_EXE_revrepl"));
+    let sibling = |name: &str| {
+        let path = revrepl.with_file_name(name);
+        assert!(
+            path.is_file(),
+            "{name} is not built next to revrepl: run `cargo build -p revrepl-reader -p \
+             revrepl-writer`"
+        );
+        path
+    };
+    let programs: [(PathBuf, &[&str]); 3] = [
+        (revrepl.clone(), &["status"]),
+        (sibling("revrepl-reader"), &[]),
+        (sibling("revrepl-writer"), &[]),
+    ];
+    for (program, args) in programs {
+        let program = program.display().to_string();
+        let output = tokio::process::Command::new(&program)
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("REVREPL_CONFIG")
+            .env("REVREPL_BIN", "/usr/local/bin/revrepl")
+            .env_remove("NO_COLOR")
+            .output()
+            .await
+            .expect("run the program");
+        let run = Run::from(output);
+        run.expect_code(2);
+        let looked_for = dir.path().join("revrepl.toml");
+        assert!(
+            run.stderr.contains("no configuration file was found")
+                && run.stderr.contains(&looked_for.display().to_string()),
+            "{program}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("unknown field"), "{}", run.stderr);
+        assert!(
+            !run.stderr.contains('\u{1b}'),
+            "{program} coloured its log on a pipe: {:?}",
+            run.stderr
+        );
+    }
+}
+
+/// Issue 12.15: a session file the reader refuses stops `revrepl run` at once (the reader
+/// exits 2, which is never restarted) with the file, the JSON path and the fix — not a dozen
+/// restarts over five minutes. `init` reports the same problem among its first checks.
+#[tokio::test]
+async fn run_stops_at_once_on_a_session_file_the_reader_refuses() {
+    // No service is needed: the reader reads the session file before it connects to anything.
+    let workspace = Workspace::new(&[("s1", 1), ("s2", 2)], None);
+    let mut session: serde_json::Value =
+        serde_json::from_str(WORKLOAD_SESSION).expect("the workload session is JSON");
+    let (table_id, _) = session["SrcSchema"]
+        .as_object()
+        .and_then(|tables| tables.iter().next())
+        .expect("a source table");
+    let table_id = table_id.clone();
+    session["SrcSchema"][&table_id]
+        .as_object_mut()
+        .expect("a table")
+        .remove("Name");
+    write(&workspace.path("session.json"), &session.to_string());
+    let expected_path = format!("SrcSchema[{table_id:?}].Name: the name is missing");
+
+    let started = std::time::Instant::now();
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        workspace.revrepl(&[
+            "run",
+            "--reader-mode",
+            "regular",
+            "--writer-mode",
+            "regular",
+        ]),
+    )
+    .await
+    .expect("revrepl run stops by itself within a minute");
+    output.expect_code(2);
+    let text = output.all();
+    assert!(
+        text.contains(&expected_path) && text.contains("fix the session file"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("reader started").count(),
+        1,
+        "a configuration error is never retried: {text}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{text}"
+    );
+
+    let init = workspace
+        .revrepl(&["init", "--verify-only", "--timeout", "1s"])
+        .await;
+    let text = init.all();
+    assert!(
+        text.contains("FAIL  session file") && text.contains(&expected_path),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn init_names_what_to_fix_in_a_broken_configuration() {
     let shards = MariaDb::start_many(1).expect("start MariaDB");

@@ -126,14 +126,16 @@ pub enum ReaderError {
 }
 
 impl ReaderError {
-    /// Whether running again with the same configuration would fail the same way: bad
-    /// configuration, or a start the change stream cannot serve. The reader exits with code 2
-    /// for these, and `revrepl run` does not restart it.
-    pub fn needs_new_configuration(&self) -> bool {
-        matches!(
-            self,
-            Self::Config { .. } | Self::Retention { .. } | Self::StartRefused { .. }
-        )
+    /// Whether running again with the same configuration would fail the same way: a
+    /// configuration key, the shards file, the session file or the router plugin, or a start
+    /// the change stream cannot serve (retention, before its creation). The reader exits with
+    /// code 2 for these, and `revrepl run` does not restart it.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            Self::Config { .. } | Self::Retention { .. } | Self::StartRefused { .. } => true,
+            Self::Routing(error) => error.is_configuration(),
+            _ => false,
+        }
     }
 }
 

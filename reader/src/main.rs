@@ -20,9 +20,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The configuration file (TOML).
-    #[arg(long, short, env = "REVREPL_CONFIG")]
-    config: PathBuf,
+    /// The configuration file (TOML). Default: `revrepl.toml` in the current directory, if it
+    /// exists; otherwise only `REVREPL_…` variables and `--set` configure.
+    #[arg(long, short, env = "REVREPL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// `regular` starts a run; `resume` continues it from where every shard is complete.
     #[arg(long, default_value = "regular")]
     mode: ReaderMode,
@@ -45,8 +46,8 @@ fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     revrepl_telemetry::init_logging();
-    let config = match Config::load(Some(&args.config), &args.overrides) {
-        Ok(config) => config,
+    let config = match Config::locate_and_load(args.config.as_deref(), &args.overrides) {
+        Ok((config, _)) => config,
         Err(error) => {
             tracing::error!("{error}");
             return ExitCode::from(2);
@@ -84,8 +85,13 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(error) if error.needs_new_configuration() => {
-                tracing::error!("{error}");
+            Err(error) if error.is_configuration() => {
+                match &error {
+                    revrepl_reader::ReaderError::Routing(routing) => {
+                        tracing::error!("{error}: {}", routing.fix())
+                    }
+                    _ => tracing::error!("{error}"),
+                }
                 ExitCode::from(2)
             }
             Err(error) => {

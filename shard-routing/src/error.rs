@@ -301,6 +301,61 @@ pub enum RoutingError {
     },
 }
 
+impl RoutingError {
+    /// Whether this is an error of the configuration files (shards file, session file,
+    /// router plugin) rather than of a record or a service: such an error never goes away by
+    /// itself, so a program that meets it at start exits with the configuration exit code and
+    /// a supervisor does not restart it.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            Self::ReadFile { .. }
+                | Self::FileSyntax { .. }
+                | Self::ShardsFile { .. }
+                | Self::ShardsFileEntry { .. }
+                | Self::DuplicateShard { .. }
+                | Self::SessionFile { .. }
+                | Self::SingleShard { .. }
+                | Self::PluginLoad { .. }
+                | Self::NotAPlugin { .. }
+                | Self::PluginAbiMismatch { .. }
+                | Self::PluginInit { .. }
+        )
+    }
+
+    /// What to change when [`RoutingError::is_configuration`] holds, e.g. `fix the session
+    /// file (configuration key session_file) and start again`.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            Self::SessionFile { .. } => {
+                "fix the session file at that JSON path (configuration key session_file), then start again"
+            }
+            Self::ReadFile { file, .. } | Self::FileSyntax { file, .. }
+                if *file == "session file" =>
+            {
+                "fix the session file or the configuration key session_file, then start again"
+            }
+            Self::ReadFile { .. }
+            | Self::FileSyntax { .. }
+            | Self::ShardsFile { .. }
+            | Self::ShardsFileEntry { .. }
+            | Self::DuplicateShard { .. } => {
+                "fix the shards file or the configuration key shards_file, then start again"
+            }
+            Self::SingleShard { .. } => {
+                "configure session_file or routing.plugin, or list a single shard, then start again"
+            }
+            Self::PluginLoad { .. }
+            | Self::NotAPlugin { .. }
+            | Self::PluginAbiMismatch { .. }
+            | Self::PluginInit { .. } => {
+                "fix routing.plugin or routing.plugin_params, then start again"
+            }
+            _ => "",
+        }
+    }
+}
+
 impl Classify for RoutingError {
     fn class(&self) -> ErrorClass {
         match self {

@@ -50,10 +50,12 @@ pub struct SecretVersion {
 
 impl SecretVersion {
     /// Parses `projects/{p}/secrets/{s}` (meaning version `latest`, as the reference does) or
-    /// `projects/{p}/secrets/{s}/versions/{v}`; anything else is an error saying what is
-    /// expected.
+    /// `projects/{p}/secrets/{s}/versions/{v}`; one trailing `/` is allowed (the reference
+    /// reads `projects/{p}/secrets/{s}/` as `…/versions/latest` too). Anything else is an
+    /// error saying what is expected.
     pub fn parse(uri: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = uri.split('/').collect();
+        let trimmed = uri.strip_suffix('/').unwrap_or(uri);
+        let parts: Vec<&str> = trimmed.split('/').collect();
         let (project, secret, version) = match parts.as_slice() {
             ["projects", project, "secrets", secret] => (*project, *secret, "latest"),
             ["projects", project, "secrets", secret, "versions", version] => {
@@ -266,6 +268,14 @@ mod tests {
     fn secret_versions_follow_the_reference_rules() {
         let latest = SecretVersion::parse("projects/p1/secrets/db").expect("short form");
         assert_eq!(latest.to_string(), "projects/p1/secrets/db/versions/latest");
+        let slash = SecretVersion::parse("projects/123/secrets/name/").expect("trailing slash");
+        assert_eq!(
+            slash.to_string(),
+            "projects/123/secrets/name/versions/latest"
+        );
+        let pinned_slash =
+            SecretVersion::parse("projects/p1/secrets/db/versions/3/").expect("trailing slash");
+        assert_eq!(pinned_slash.version(), "3");
         let pinned = SecretVersion::parse("projects/p1/secrets/db/versions/3").expect("long form");
         assert_eq!(
             (pinned.project(), pinned.secret(), pinned.version()),
@@ -276,6 +286,8 @@ mod tests {
             "db",
             "projects/p1/secrets",
             "projects/p1/secrets/db/versions",
+            "projects/p1/secrets/db/versions/",
+            "projects/p1/secrets/db//",
             "projects/p1/secrets/db/versions/3/extra",
             "projects//secrets/db",
             "project/p1/secrets/db",

@@ -6,9 +6,16 @@
 //! without one). Tables are joined by table id and columns by column id; names may differ on
 //! the two sides (renamed tables and columns). Everything else in the file is ignored.
 //!
-//! Checks made at load, so that routing never meets them later: the three sections exist,
-//! every column id listed (`ColIds`, `PrimaryKeys`, `ShardIdColumn`, `SyntheticPKeys`) is
-//! defined in `ColDefs`, and no two Spanner tables share a name.
+//! Only what revrepl uses is required: `SpSchema` and `SrcSchema`, the `Name` of every table
+//! and column, and the Spanner type (`T`) of every Spanner column. `SyntheticPKeys` may be
+//! absent (no synthetic keys), and so may a source column's type (`Type`, which some files
+//! call `T`): the writer reads column types from the shard's `information_schema` anyway.
+//! A missing or malformed piece is reported with its JSON path, e.g.
+//! `SrcSchema["t1"].ColDefs["c2"].Name`.
+//!
+//! Checks made at load, so that routing never meets them later: every column id listed
+//! (`ColIds`, `PrimaryKeys`, `ShardIdColumn`, `SyntheticPKeys`) is defined in `ColDefs`, and
+//! no two Spanner tables share a name.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -89,9 +96,11 @@ pub struct SourceColumn {
     /// The source column name.
     pub name: String,
     /// The source type name as the migration tool recorded it, lower case for MySQL:
-    /// `varchar`, `int`, `datetime`...
-    pub type_name: String,
-    /// Type modifiers, e.g. `[20]` for `varchar(20)`, `[10, 2]` for `decimal(10,2)`.
+    /// `varchar`, `int`, `datetime`..., or `None` when the file does not record it (revrepl
+    /// reads the real column types from the shard's `information_schema`).
+    pub type_name: Option<String>,
+    /// Type modifiers, e.g. `[20]` for `varchar(20)`, `[10, 2]` for `decimal(10,2)` (empty
+    /// when unknown).
     pub type_mods: Vec<i64>,
     /// Array bounds, for sources with array types.
     pub array_bounds: Vec<i64>,
@@ -119,36 +128,50 @@ impl Session {
                 path: origin.to_string(),
                 reason: error.to_string(),
             })?;
-        let error = |location: String, problem: String| RoutingError::SessionFile {
+        let error = |(location, problem): Located| RoutingError::SessionFile {
             path: origin.to_string(),
             location,
             problem,
         };
         let missing = |section: &str| {
-            error(
+            error((
                 "top level".to_string(),
                 format!("{section:?} is missing (is this a Spanner Migration Tool session file?)"),
-            )
+            ))
         };
         let spanner = raw.sp_schema.ok_or_else(|| missing("SpSchema"))?;
         let source = raw.src_schema.ok_or_else(|| missing("SrcSchema"))?;
-        let synthetic = raw
-            .synthetic_p_keys
-            .ok_or_else(|| missing("SyntheticPKeys"))?;
+        let synthetic = raw.synthetic_p_keys.unwrap_or_default();
 
         let mut tables = BTreeMap::new();
         for (id, table) in spanner {
-            let joined = join_table(&id, table, source.get(&id), synthetic.get(&id))
-                .map_err(|(location, problem)| error(location, problem))?;
+            let table: RawSpannerTable =
+                parse_at(table, || format!("SpSchema[{id:?}]")).map_err(&error)?;
+            let source_table = source
+                .get(&id)
+                .map(|table| {
+                    parse_at::<RawSourceTable>(table.clone(), || format!("SrcSchema[{id:?}]"))
+                })
+                .transpose()
+                .map_err(&error)?;
+            let synthetic_key = synthetic
+                .get(&id)
+                .map(|key| {
+                    parse_at::<RawSyntheticKey>(key.clone(), || format!("SyntheticPKeys[{id:?}]"))
+                })
+                .transpose()
+                .map_err(&error)?;
+            let joined = join_table(&id, table, source_table.as_ref(), synthetic_key.as_ref())
+                .map_err(&error)?;
             if let Some(other) = tables.get(&joined.spanner_name) {
                 let other: &SessionTable = other;
-                return Err(error(
+                return Err(error((
                     format!("SpSchema[{id:?}].Name"),
                     format!(
                         "Spanner table name {:?} is also used by table {:?}",
                         joined.spanner_name, other.id
                     ),
-                ));
+                )));
             }
             tables.insert(joined.spanner_name.clone(), joined);
         }
@@ -188,7 +211,26 @@ impl SessionTable {
     }
 }
 
+/// A JSON path in the session file and what is wrong there.
 type Located = (String, String);
+
+/// Deserializes one entry of a section, naming its JSON path (`at()`) when it has the wrong
+/// shape.
+fn parse_at<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    at: impl Fn() -> String,
+) -> Result<T, Located> {
+    serde_json::from_value(value).map_err(|error| (at(), error.to_string()))
+}
+
+/// A required `Name`, or where it is missing.
+fn required_name(name: Option<String>, at: impl Fn() -> String) -> Result<String, Located> {
+    match name {
+        Some(name) if !name.is_empty() => Ok(name),
+        Some(_) => Err((at(), "the name is empty".to_string())),
+        None => Err((at(), "the name is missing".to_string())),
+    }
+}
 
 fn join_table(
     id: &str,
@@ -203,13 +245,37 @@ fn join_table(
             format!("column id {column:?} is not defined in SpSchema[{id:?}].ColDefs"),
         )
     };
+    let table_name = required_name(spanner.name, || at("Name"))?;
+    let mut spanner_names = BTreeMap::new();
+    for (column_id, def) in &spanner.col_defs {
+        let name = required_name(def.name.clone(), || {
+            format!("SpSchema[{id:?}].ColDefs[{column_id:?}].Name")
+        })?;
+        spanner_names.insert(column_id.as_str(), name);
+    }
     let spanner_name_of = |column: &str, field: &str| {
-        spanner
-            .col_defs
+        spanner_names
             .get(column)
-            .map(|def| def.name.clone())
+            .cloned()
             .ok_or_else(|| undefined(field, column))
     };
+    let mut source_names = BTreeMap::new();
+    if let Some(table) = source {
+        for (column_id, def) in &table.col_defs {
+            let name = required_name(def.name.clone(), || {
+                format!("SrcSchema[{id:?}].ColDefs[{column_id:?}].Name")
+            })?;
+            source_names.insert(column_id.as_str(), name);
+        }
+    }
+    let source_table = source
+        .map(|table| {
+            Ok::<_, Located>(SourceTable {
+                name: required_name(table.name.clone(), || format!("SrcSchema[{id:?}].Name"))?,
+                schema: table.schema.clone().unwrap_or_default(),
+            })
+        })
+        .transpose()?;
 
     let column_ids: Vec<String> = match spanner.col_ids.as_deref() {
         Some(ids) if !ids.is_empty() => ids.to_vec(),
@@ -223,19 +289,36 @@ fn join_table(
             .ok_or_else(|| undefined("ColIds", column_id))?;
         let source_column = source
             .and_then(|table| table.col_defs.get(column_id))
-            .map(|def| SourceColumn {
-                name: def.name.clone(),
-                type_name: def.kind.name.clone(),
-                type_mods: def.kind.mods.clone().unwrap_or_default(),
-                array_bounds: def.kind.array_bounds.clone().unwrap_or_default(),
+            .zip(source_names.get(column_id.as_str()))
+            .map(|(def, name)| SourceColumn {
+                name: name.clone(),
+                type_name: def.kind.as_ref().and_then(|kind| kind.name.clone()),
+                type_mods: def
+                    .kind
+                    .as_ref()
+                    .and_then(|kind| kind.mods.clone())
+                    .unwrap_or_default(),
+                array_bounds: def
+                    .kind
+                    .as_ref()
+                    .and_then(|kind| kind.array_bounds.clone())
+                    .unwrap_or_default(),
                 not_null: def.not_null,
             });
+        let kind = def.kind.as_ref().ok_or_else(|| {
+            (
+                format!("SpSchema[{id:?}].ColDefs[{column_id:?}].T"),
+                "the Spanner type is missing".to_string(),
+            )
+        })?;
         columns.push(SessionColumn {
             id: column_id.clone(),
-            spanner_name: def.name.clone(),
+            spanner_name: spanner_name_of(column_id, "ColIds")?,
             spanner_type: SpannerType {
-                name: def.kind.name.clone(),
-                is_array: def.kind.is_array,
+                name: required_name(kind.name.clone(), || {
+                    format!("SpSchema[{id:?}].ColDefs[{column_id:?}].T.Name")
+                })?,
+                is_array: kind.is_array,
             },
             source: source_column,
         });
@@ -250,10 +333,9 @@ fn join_table(
     };
     let synthetic_primary_key = synthetic
         .map(|key| {
-            spanner
-                .col_defs
-                .get(&key.col_id)
-                .map(|def| def.name.clone())
+            spanner_names
+                .get(key.col_id.as_str())
+                .cloned()
                 .ok_or_else(|| {
                     (
                         format!("SyntheticPKeys[{id:?}].ColId"),
@@ -269,29 +351,20 @@ fn join_table(
         None => Vec::new(),
         Some(table) => key_in_order(table.primary_keys.as_deref())
             .map(|column| {
-                table
-                    .col_defs
-                    .get(column)
-                    .map(|def| def.name.clone())
-                    .ok_or_else(|| {
-                        (
-                            format!("SrcSchema[{id:?}].PrimaryKeys"),
-                            format!(
-                                "column id {column:?} is not defined in SrcSchema[{id:?}].ColDefs"
-                            ),
-                        )
-                    })
+                source_names.get(column).cloned().ok_or_else(|| {
+                    (
+                        format!("SrcSchema[{id:?}].PrimaryKeys"),
+                        format!("column id {column:?} is not defined in SrcSchema[{id:?}].ColDefs"),
+                    )
+                })
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
 
     Ok(SessionTable {
         id: id.to_string(),
-        spanner_name: spanner.name,
-        source: source.map(|table| SourceTable {
-            name: table.name.clone(),
-            schema: table.schema.clone(),
-        }),
+        spanner_name: table_name,
+        source: source_table,
         columns,
         spanner_primary_key,
         source_primary_key,
@@ -313,16 +386,18 @@ fn key_in_order(key: Option<&[RawKeyPart]>) -> impl Iterator<Item = &str> {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawSession {
-    sp_schema: Option<BTreeMap<String, RawSpannerTable>>,
-    src_schema: Option<BTreeMap<String, RawSourceTable>>,
+    // Entries stay JSON values until each is parsed with its path (`parse_at`).
+    sp_schema: Option<BTreeMap<String, serde_json::Value>>,
+    src_schema: Option<BTreeMap<String, serde_json::Value>>,
     #[serde(rename = "SyntheticPKeys")]
-    synthetic_p_keys: Option<BTreeMap<String, RawSyntheticKey>>,
+    synthetic_p_keys: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawSpannerTable {
-    name: String,
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     col_ids: Option<Vec<String>>,
     #[serde(default, deserialize_with = "null_as_empty_map")]
@@ -336,15 +411,17 @@ struct RawSpannerTable {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawSpannerColumn {
-    name: String,
-    #[serde(rename = "T")]
-    kind: RawSpannerType,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, rename = "T")]
+    kind: Option<RawSpannerType>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawSpannerType {
-    name: String,
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     is_array: bool,
 }
@@ -352,9 +429,10 @@ struct RawSpannerType {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawSourceTable {
-    name: String,
     #[serde(default)]
-    schema: String,
+    name: Option<String>,
+    #[serde(default)]
+    schema: Option<String>,
     #[serde(default, deserialize_with = "null_as_empty_map")]
     col_defs: BTreeMap<String, RawSourceColumn>,
     #[serde(default)]
@@ -364,9 +442,11 @@ struct RawSourceTable {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawSourceColumn {
-    name: String,
-    #[serde(rename = "Type")]
-    kind: RawSourceType,
+    #[serde(default)]
+    name: Option<String>,
+    // Most files call it `Type`; some call it `T` (like the Spanner side), some omit it.
+    #[serde(default, rename = "Type", alias = "T")]
+    kind: Option<RawSourceType>,
     #[serde(default)]
     not_null: bool,
 }
@@ -374,7 +454,8 @@ struct RawSourceColumn {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawSourceType {
-    name: String,
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     mods: Option<Vec<i64>>,
     #[serde(default)]

@@ -8,6 +8,7 @@ use clap::Parser;
 use revrepl_config::Config;
 use revrepl_record::Timestamp;
 use revrepl_telemetry::{MetricsOptions, Telemetry};
+use revrepl_writer::WriterError;
 use revrepl_writer::app::{ShardSubset, WriterMode, run};
 use tokio_util::sync::CancellationToken;
 
@@ -15,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The configuration file (TOML).
-    #[arg(long, short, env = "REVREPL_CONFIG")]
-    config: PathBuf,
+    /// The configuration file (TOML). Default: `revrepl.toml` in the current directory, if it
+    /// exists; otherwise only `REVREPL_…` variables and `--set` configure.
+    #[arg(long, short, env = "REVREPL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// regular, resume (= resumeAll), resumeSuccess, resumeFailed or reprocess.
     #[arg(long, default_value = "regular")]
     mode: WriterMode,
@@ -57,8 +59,8 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     revrepl_telemetry::init_logging();
-    let config = match Config::load(Some(&args.config), &args.overrides) {
-        Ok(config) => config,
+    let config = match Config::locate_and_load(args.config.as_deref(), &args.overrides) {
+        Ok((config, _)) => config,
         Err(error) => {
             tracing::error!("{error}");
             return ExitCode::from(2);
@@ -104,6 +106,16 @@ fn main() -> ExitCode {
                     tracing::error!(%shard, "shard failed: {error}");
                 }
                 ExitCode::from(3)
+            }
+            // A configuration error (a key, the shards or session file) never goes away by
+            // itself: exit 2, which `revrepl run` does not restart.
+            Err(WriterError::Routing(error)) if error.is_configuration() => {
+                tracing::error!("{error}: {}", error.fix());
+                ExitCode::from(2)
+            }
+            Err(error @ WriterError::Config { .. }) => {
+                tracing::error!("{error}");
+                ExitCode::from(2)
             }
             Err(error) => {
                 tracing::error!("{error}");

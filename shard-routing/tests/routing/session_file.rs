@@ -58,16 +58,16 @@ fn joins_tables_and_columns_by_id_across_renames() {
     assert_eq!(
         (
             source.name.as_str(),
-            source.type_name.as_str(),
+            source.type_name.as_deref(),
             source.type_mods.as_slice()
         ),
-        ("singer_id", "bigint", &[20][..])
+        ("singer_id", Some("bigint"), &[20][..])
     );
     assert!(source.not_null);
     let tags = singers.column("Tags").expect("column Tags");
     assert!(tags.spanner_type.is_array);
     assert_eq!(
-        tags.source.as_ref().map(|s| s.type_name.as_str()),
+        tags.source.as_ref().and_then(|s| s.type_name.as_deref()),
         Some("json")
     );
     let columns: Vec<&str> = singers
@@ -110,8 +110,8 @@ fn keeps_shard_columns_primary_keys_and_spanner_only_parts() {
     let albums = table(&session, "Albums");
     let price = albums.column("Price").and_then(|c| c.source.as_ref());
     assert_eq!(
-        price.map(|s| (s.type_name.as_str(), s.type_mods.clone())),
-        Some(("decimal", vec![10, 2]))
+        price.map(|s| (s.type_name.as_deref(), s.type_mods.clone())),
+        Some((Some("decimal"), vec![10, 2]))
     );
     assert_eq!(
         albums
@@ -153,8 +153,8 @@ fn music_json() -> Value {
 }
 
 #[test]
-fn a_file_without_the_three_sections_is_refused() {
-    for section in ["SpSchema", "SrcSchema", "SyntheticPKeys"] {
+fn a_file_without_the_schema_sections_is_refused() {
+    for section in ["SpSchema", "SrcSchema"] {
         let mut document = music_json();
         document.as_object_mut().expect("an object").remove(section);
         assert_eq!(
@@ -165,6 +165,103 @@ fn a_file_without_the_three_sections_is_refused() {
             )
         );
     }
+}
+
+#[test]
+fn a_file_without_synthetic_keys_has_none() {
+    let mut document = music_json();
+    document
+        .as_object_mut()
+        .expect("an object")
+        .remove("SyntheticPKeys");
+    let session = Session::from_json("session.json", &document.to_string()).expect("accepted");
+    assert_eq!(table(&session, "Persons").synthetic_primary_key, None);
+}
+
+/// Some real session files call the source column type `T` (like the Spanner side), some
+/// omit it: revrepl reads column types from the shard, so both load.
+#[test]
+fn source_column_types_named_t_or_missing_are_accepted() {
+    let mut document = music_json();
+    let columns = document["SrcSchema"]["t1"]["ColDefs"]
+        .as_object_mut()
+        .expect("ColDefs is an object");
+    let first = columns
+        .get_mut("c1")
+        .and_then(Value::as_object_mut)
+        .expect("c1");
+    let kind = first.remove("Type").expect("c1 has a Type");
+    first.insert("T".to_string(), kind);
+    for column in ["c2", "c3"] {
+        columns
+            .get_mut(column)
+            .and_then(Value::as_object_mut)
+            .expect("column")
+            .remove("Type");
+    }
+    let session = Session::from_json("session.json", &document.to_string()).expect("accepted");
+    let singers = table(&session, "Singers");
+    let source_of = |name: &str| {
+        singers
+            .column(name)
+            .and_then(|c| c.source.clone())
+            .expect("a source column")
+    };
+    assert_eq!(source_of("SingerId").type_name.as_deref(), Some("bigint"));
+    assert_eq!(source_of("SingerId").type_mods, [20]);
+    let first_name = source_of("FirstName");
+    assert_eq!(first_name.name, "first_name");
+    assert_eq!(first_name.type_name, None);
+    assert!(first_name.type_mods.is_empty());
+}
+
+#[test]
+fn missing_required_pieces_name_their_json_path() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["SrcSchema", "t1", "ColDefs", "c2", "Name"],
+            "SrcSchema[\"t1\"].ColDefs[\"c2\"].Name: the name is missing",
+        ),
+        (
+            &["SpSchema", "t1", "ColDefs", "c2", "T"],
+            "SpSchema[\"t1\"].ColDefs[\"c2\"].T: the Spanner type is missing",
+        ),
+        (
+            &["SpSchema", "t2", "Name"],
+            "SpSchema[\"t2\"].Name: the name is missing",
+        ),
+        (
+            &["SrcSchema", "t2", "Name"],
+            "SrcSchema[\"t2\"].Name: the name is missing",
+        ),
+        (
+            &["SpSchema", "t1", "ColDefs", "c1", "T", "Name"],
+            "SpSchema[\"t1\"].ColDefs[\"c1\"].T.Name: the name is missing",
+        ),
+    ];
+    for (path, expected) in cases {
+        let mut document = music_json();
+        let (last, parents) = path.split_last().expect("a path");
+        let parent = parents
+            .iter()
+            .fold(&mut document, |value, key| &mut value[*key]);
+        parent
+            .as_object_mut()
+            .expect("an object")
+            .remove(*last)
+            .expect("the piece exists in the fixture");
+        let error = session_error(&document);
+        assert_eq!(error, format!("session file \"session.json\", {expected}"));
+    }
+
+    // A piece of the wrong shape names its table.
+    let mut document = music_json();
+    document["SrcSchema"]["t2"]["ColDefs"] = json!(["not", "a", "map"]);
+    let error = session_error(&document);
+    assert!(
+        error.starts_with("session file \"session.json\", SrcSchema[\"t2\"]: invalid type"),
+        "{error}"
+    );
 }
 
 #[test]
