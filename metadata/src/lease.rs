@@ -132,7 +132,7 @@ pub enum LeaseAttempt {
 #[derive(Debug)]
 pub struct LeaseKeeper {
     shared: Arc<Shared>,
-    renewals: Option<JoinHandle<()>>,
+    renewals: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Debug)]
@@ -207,7 +207,10 @@ impl LeaseKeeper {
         let renewals = deadline
             .is_some()
             .then(|| tokio::spawn(renew(Arc::clone(&shared))));
-        Ok(Self { shared, renewals })
+        Ok(Self {
+            shared,
+            renewals: Mutex::new(renewals),
+        })
     }
 
     /// Cancelled when the lease is lost: stop, and record nothing more.
@@ -236,11 +239,10 @@ impl LeaseKeeper {
     }
 
     /// Stops renewing and deletes the lease (if still held), so that another process may take
-    /// it at once. A failure is only logged: the lease expires anyway.
-    pub async fn release(mut self) {
-        if let Some(renewals) = self.renewals.take() {
-            renewals.abort();
-        }
+    /// it at once. A failure is only logged: the lease expires anyway. Call it once, when the
+    /// work the lease protects has stopped.
+    pub async fn release(&self) {
+        self.stop_renewing();
         let shared = &self.shared;
         if lock(&shared.deadline).is_none() || shared.lost.is_cancelled() {
             return;
@@ -263,11 +265,17 @@ impl LeaseKeeper {
     }
 }
 
-impl Drop for LeaseKeeper {
-    fn drop(&mut self) {
-        if let Some(renewals) = self.renewals.take() {
+impl LeaseKeeper {
+    fn stop_renewing(&self) {
+        if let Some(renewals) = lock(&self.renewals).take() {
             renewals.abort();
         }
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.stop_renewing();
     }
 }
 

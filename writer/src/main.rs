@@ -105,6 +105,11 @@ fn main() -> ExitCode {
                 }
                 ExitCode::from(3)
             }
+            // Starting again cannot help: a usage error, like a bad configuration.
+            Err(error @ revrepl_writer::WriterError::NothingToWaitFor { .. }) => {
+                tracing::error!("{error}");
+                ExitCode::from(2)
+            }
             Err(error) => {
                 tracing::error!("{error}");
                 ExitCode::FAILURE
