@@ -6,7 +6,9 @@
 //! otherwise it is refused with [`MetadataError::LeaseHeld`], naming the owner and the expiry.
 //! The holder renews the lease every third of its time to live and deletes the row when it
 //! stops cleanly; a holder killed with SIGKILL leaves the row, which expires after the time to
-//! live (default [`DEFAULT_LEASE_TTL`]), after which a new process takes it.
+//! live (default [`DEFAULT_LEASE_TTL`]), after which a new process takes it. A new process on
+//! the same host takes it over at once when the holder's process is gone (no process has its
+//! pid), as when `revrepl run` restarts a child killed with SIGKILL.
 //!
 //! Invariants (of [`LeaseKeeper`]):
 //! - The holder considers the lease lost at a local deadline, a sixth of the time to live
@@ -166,9 +168,32 @@ impl LeaseKeeper {
         let ttl = ttl.max(MIN_LEASE_TTL);
         let began = Instant::now();
         let (now, expires_at) = expiry(ttl);
-        let attempt = store
+        let mut attempt = store
             .acquire_lease(&run_id, &role.key(), owner.as_str(), now, expires_at)
             .await?;
+        if let LeaseAttempt::HeldBy(held) = &attempt
+            && holder_is_gone(&held.owner, &owner)
+        {
+            // Its process is gone from this host (killed without releasing, e.g. SIGKILL and
+            // restarted by `revrepl run`): take the lease over now instead of waiting for
+            // it to expire. In the same transaction as ever: only if it still expires when
+            // the dead holder's did, so two processes doing this at once cannot both win.
+            tracing::warn!(
+                run_id = %run_id,
+                role = %role,
+                holder = %held.owner,
+                "the lease's holder no longer runs on this host: taking the lease over"
+            );
+            attempt = store
+                .acquire_lease(
+                    &run_id,
+                    &role.key(),
+                    owner.as_str(),
+                    held.expires_at,
+                    expires_at,
+                )
+                .await?;
+        }
         let deadline = match attempt {
             LeaseAttempt::Acquired => Some(local_deadline(began, ttl)),
             LeaseAttempt::HeldBy(lease) => {
@@ -365,6 +390,29 @@ async fn renew(shared: Arc<Shared>) {
     }
 }
 
+/// Whether the process that `holder` (an owner text of [`LeaseOwner::this_process`]) names
+/// ran on this host and is gone: its pid is ours (a pid names one live process at a time,
+/// and the holder is not us), or no process has its pid. Unknown formats, other hosts, and
+/// hosts without `/proc` say no: the lease is then respected until it expires.
+fn holder_is_gone(holder: &str, me: &LeaseOwner) -> bool {
+    let parse = |text: &str| -> Option<(String, u32)> {
+        let (host, rest) = text.split_once(" pid ")?;
+        let pid = rest.split_once(" #")?.0.parse().ok()?;
+        Some((host.to_owned(), pid))
+    };
+    let (Some((host, pid)), Some((my_host, my_pid))) = (parse(holder), parse(me.as_str())) else {
+        return false;
+    };
+    if host != my_host || holder == me.as_str() {
+        return false;
+    }
+    if pid == my_pid {
+        return true;
+    }
+    let proc = std::path::Path::new("/proc");
+    proc.join("self").exists() && !proc.join(pid.to_string()).exists()
+}
+
 /// Now and the expiry `ttl` from now, on the wall clock.
 fn expiry(ttl: Duration) -> (Timestamp, Timestamp) {
     let now = chrono::Utc::now();
@@ -404,6 +452,25 @@ mod tests {
             "{me}"
         );
         assert_ne!(me, LeaseOwner::this_process(), "a random id per owner");
+    }
+
+    #[test]
+    fn only_holders_gone_from_this_host_are_taken_over() {
+        let me = LeaseOwner::this_process();
+        let host = me.as_str().split(" pid ").next().expect("host").to_owned();
+        let pid = std::process::id();
+        // Same pid, another random id: an earlier process with our pid, so gone.
+        assert!(holder_is_gone(
+            &format!("{host} pid {pid} #0000000000000001"),
+            &me
+        ));
+        // No such process (pids stay below 2^22 on Linux).
+        assert!(holder_is_gone(&format!("{host} pid 4294967295 #01"), &me));
+        // A live process (pid 1 always runs), another host, ourselves, unknown formats.
+        assert!(!holder_is_gone(&format!("{host} pid 1 #01"), &me));
+        assert!(!holder_is_gone("elsewhere pid 4294967295 #01", &me));
+        assert!(!holder_is_gone(me.as_str(), &me));
+        assert!(!holder_is_gone("intruder", &me));
     }
 
     #[test]
