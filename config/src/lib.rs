@@ -262,6 +262,14 @@ pub struct MetadataConfig {
     /// Appended to every table name as `_<suffix>`.
     #[serde(default)]
     pub table_suffix: Option<String>,
+    /// How long the lease of a reader (per run) or a writer (per run and shard) lives without
+    /// renewal: a process killed without releasing it blocks a restart this long.
+    #[serde(default = "default_lease_ttl", with = "duration_text")]
+    pub lease_ttl: Duration,
+}
+
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_metadata_path() -> PathBuf {
@@ -277,6 +285,7 @@ impl Default for MetadataConfig {
             endpoint: None,
             admin_endpoint: None,
             table_suffix: None,
+            lease_ttl: default_lease_ttl(),
         }
     }
 }

@@ -109,6 +109,43 @@ pub enum MetadataError {
         /// The start and window duration asked for.
         requested: String,
     },
+    /// Another process holds the lease of this run's reader, or of this shard's writer: a
+    /// second one must not run beside it.
+    #[error(
+        "run {run_id:?}: {role} is already running: {owner} holds its lease in table {table} of \
+         metadata store {store} until {expires_at} (renewed while it runs); stop that process \
+         first, or, if it died without releasing the lease, start again after that time"
+    )]
+    LeaseHeld {
+        /// The store.
+        store: String,
+        /// The leases table, with its suffix.
+        table: String,
+        /// The run.
+        run_id: String,
+        /// Whose lease: `the reader` or `the writer of shard s1`.
+        role: String,
+        /// The process holding it: host, pid and a random id.
+        owner: String,
+        /// When it expires unless renewed (RFC 3339).
+        expires_at: String,
+    },
+    /// This process no longer holds its lease (it could not renew it in time, or another
+    /// process took it over): it must stop before recording more progress.
+    #[error(
+        "run {run_id:?}: {role} lost its lease in metadata store {store}: {reason}; stopping so \
+         that two processes never run it side by side"
+    )]
+    LeaseLost {
+        /// The store.
+        store: String,
+        /// The run.
+        run_id: String,
+        /// Whose lease: `the reader` or `the writer of shard s1`.
+        role: String,
+        /// What happened.
+        reason: String,
+    },
 }
 
 impl Classify for MetadataError {
@@ -122,7 +159,9 @@ impl Classify for MetadataError {
             | Self::MalformedTable { .. }
             | Self::CorruptRow { .. }
             | Self::MissingRun { .. }
-            | Self::RunConflict { .. } => ErrorClass::Fatal,
+            | Self::RunConflict { .. }
+            | Self::LeaseHeld { .. }
+            | Self::LeaseLost { .. } => ErrorClass::Fatal,
         }
     }
 }

@@ -4,7 +4,9 @@
 //! it has created windows per shard (`shard_file_create_progress`); the writer waits on those,
 //! and records what it has applied (`shard_file_process_progress`) and, in revrepl's own
 //! `shard_errors` table, the text of a shard's last definite error. Table and column names are
-//! the reference's, so operators' queries keep working.
+//! the reference's, so operators' queries keep working. revrepl's own `leases` table keeps a
+//! second reader of a run, or a second writer of a shard, from running beside the first
+//! ([`lease`]).
 //!
 //! - [`MetadataStore`]: the trait the reader, the writer and the launcher use.
 //! - [`SpannerMetadataStore`]: the tables in a Spanner database (deployments on several
@@ -13,6 +15,7 @@
 //! - [`run`], [`progress`], [`tables`]: the rows, the `data_seen` id, and the table names.
 
 pub mod error;
+pub mod lease;
 pub mod open;
 pub mod progress;
 pub mod run;
@@ -22,6 +25,9 @@ pub mod store;
 pub mod tables;
 
 pub use error::MetadataError;
+pub use lease::{
+    DEFAULT_LEASE_TTL, Lease, LeaseAttempt, LeaseKeeper, LeaseOwner, LeaseRole, MIN_LEASE_TTL,
+};
 pub use open::open_store;
 pub use progress::{
     CreateProgress, CreatedWindows, MAX_ERROR_TEXT_BYTES, ProcessProgress, ProcessStatus,

@@ -31,6 +31,7 @@ use google_cloud_spanner_admin_database_v1::client::DatabaseAdmin;
 use revrepl_record::{Backoff, ShardId, Timestamp, WindowDuration, with_backoff};
 
 use crate::error::MetadataError;
+use crate::lease::{Lease, LeaseAttempt};
 use crate::progress::{
     CreateProgress, CreatedWindows, ProcessProgress, ProcessStatus, ShardError, data_seen_id,
     truncate_error_text,
@@ -393,6 +394,13 @@ impl Inner {
     /// `error`, unless `shard_errors` does not exist: then `None` (the table is optional, see
     /// [`MissingTables`]). Only asked after a call on the table failed.
     async fn unless_no_errors_table(&self, error: MetadataError) -> Option<MetadataError> {
+        self.unless_no_table(self.tables.shard_errors(), error)
+            .await
+    }
+
+    /// `error`, unless `table` (one of revrepl's optional tables) does not exist: then `None`.
+    /// Only asked after a call on the table failed.
+    async fn unless_no_table(&self, table: &str, error: MetadataError) -> Option<MetadataError> {
         if !matches!(error, MetadataError::Store { .. }) {
             return Some(error);
         }
@@ -404,7 +412,7 @@ impl Inner {
                      WHERE TABLE_CATALOG = '' AND TABLE_SCHEMA = '' \
                      AND LOWER(TABLE_NAME) = @table",
                 )
-                .add_param("table", self.tables.shard_errors().to_ascii_lowercase())
+                .add_param("table", table.to_ascii_lowercase())
                 .build(),
             )
             .await;
@@ -643,6 +651,10 @@ fn create_table_ddl(tables: &TableNames, table: &str) -> String {
     } else if table == tables.data_seen() {
         format!(
             "CREATE TABLE {table} (\n  id STRING(MAX) NOT NULL,\n  run_id STRING(MAX) NOT NULL,\n  shard STRING(MAX) NOT NULL,\n  window_seen TIMESTAMP NOT NULL,\n  update_ts TIMESTAMP DEFAULT (CURRENT_TIMESTAMP),\n) PRIMARY KEY (id),\n  ROW DELETION POLICY (OLDER_THAN(update_ts, INTERVAL 30 DAY))"
+        )
+    } else if table == tables.leases() {
+        format!(
+            "CREATE TABLE {table} (\n  run_id STRING(MAX) NOT NULL,\n  role STRING(MAX) NOT NULL,\n  owner STRING(MAX) NOT NULL,\n  expires_at TIMESTAMP NOT NULL,\n  update_ts TIMESTAMP NOT NULL,\n) PRIMARY KEY (run_id, role)"
         )
     } else if table == tables.shard_errors() {
         format!(
@@ -1154,6 +1166,170 @@ impl MetadataStore for SpannerMetadataStore {
         }
     }
 
+    async fn acquire_lease(
+        &self,
+        run_id: &RunId,
+        role: &str,
+        owner: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<LeaseAttempt, MetadataError> {
+        let context = Arc::new((
+            run_id.clone(),
+            role.to_owned(),
+            owner.to_owned(),
+            now,
+            timestamp_text(expires_at),
+        ));
+        let attempt = self
+            .read_write(
+                "acquire lease",
+                context,
+                |inner, context, transaction| async move {
+                    let (run_id, role, owner, now, expires_text) = &*context;
+                    let table = inner.tables.leases();
+                    let statement = Statement::builder(format!(
+                        "SELECT owner, expires_at FROM {table} \
+                         WHERE run_id = @run_id AND role = @role"
+                    ))
+                    .add_param("run_id", run_id.as_str())
+                    .add_param("role", role.as_str())
+                    .build();
+                    let rows = collect(transaction.execute_query(statement).await?).await?;
+                    if let Some(row) = rows.first() {
+                        let holder: String = row.get("owner")?;
+                        if holder != *owner {
+                            let until = inner.timestamp(row, table, "expires_at", || {
+                                format!("run_id={:?}, role={role:?}", run_id.as_str())
+                            });
+                            match until {
+                                Err(e) => return Ok(Err(e)),
+                                Ok(until) if until > *now => {
+                                    return Ok(Ok(LeaseAttempt::HeldBy(Lease {
+                                        role: role.clone(),
+                                        owner: holder,
+                                        expires_at: until,
+                                    })));
+                                }
+                                Ok(_) => {}
+                            }
+                        }
+                    }
+                    transaction.buffer([Mutation::new_insert_or_update_builder(table)
+                        .set("run_id")
+                        .to(run_id.as_str())
+                        .set("role")
+                        .to(role.as_str())
+                        .set("owner")
+                        .to(owner.as_str())
+                        .set("expires_at")
+                        .to(expires_text.as_str())
+                        .set("update_ts")
+                        .to(timestamp_text(*now))
+                        .build()])?;
+                    Ok(Ok(LeaseAttempt::Acquired))
+                },
+            )
+            .await;
+        match attempt {
+            Ok(outcome) => Ok(outcome),
+            Err(error) => match self
+                .inner
+                .unless_no_table(self.inner.tables.leases(), error)
+                .await
+            {
+                Some(error) => Err(error),
+                None => Ok(LeaseAttempt::NoTable),
+            },
+        }
+    }
+
+    async fn release_lease(
+        &self,
+        run_id: &RunId,
+        role: &str,
+        owner: &str,
+    ) -> Result<(), MetadataError> {
+        let context = Arc::new((run_id.clone(), role.to_owned(), owner.to_owned()));
+        let released = self
+            .read_write(
+                "release lease",
+                context,
+                |inner, context, transaction| async move {
+                    let (run_id, role, owner) = &*context;
+                    let table = inner.tables.leases();
+                    let statement = Statement::builder(format!(
+                        "SELECT owner FROM {table} WHERE run_id = @run_id AND role = @role"
+                    ))
+                    .add_param("run_id", run_id.as_str())
+                    .add_param("role", role.as_str())
+                    .build();
+                    let rows = collect(transaction.execute_query(statement).await?).await?;
+                    let mine = match rows.first() {
+                        Some(row) => row.get::<String>("owner")? == *owner,
+                        None => false,
+                    };
+                    if mine {
+                        let key = google_cloud_spanner::key![run_id.as_str(), role.as_str()];
+                        transaction.buffer([Mutation::delete(
+                            table,
+                            google_cloud_spanner::key::KeySet::from(key),
+                        )])?;
+                    }
+                    Ok(Ok(()))
+                },
+            )
+            .await;
+        match released {
+            Ok(()) => Ok(()),
+            Err(error) => match self
+                .inner
+                .unless_no_table(self.inner.tables.leases(), error)
+                .await
+            {
+                Some(error) => Err(error),
+                None => Ok(()),
+            },
+        }
+    }
+
+    async fn leases(&self, run_id: &RunId) -> Result<Vec<Lease>, MetadataError> {
+        let inner = &self.inner;
+        let table = inner.tables.leases();
+        let read = inner
+            .query(
+                "read leases",
+                Statement::builder(format!(
+                    "SELECT role, owner, expires_at FROM {table} \
+                     WHERE run_id = @run_id ORDER BY role"
+                ))
+                .add_param("run_id", run_id.as_str())
+                .build(),
+            )
+            .await;
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(error) => {
+                return match inner.unless_no_table(table, error).await {
+                    Some(error) => Err(error),
+                    None => Ok(Vec::new()),
+                };
+            }
+        };
+        rows.iter()
+            .map(|row| {
+                let role = inner.text(row, table, "role")?;
+                Ok(Lease {
+                    owner: inner.text(row, table, "owner")?,
+                    expires_at: inner.timestamp(row, table, "expires_at", || {
+                        format!("run_id={:?}, role={role:?}", run_id.as_str())
+                    })?,
+                    role,
+                })
+            })
+            .collect()
+    }
+
     async fn shard_errors(&self, run_id: &RunId) -> Result<Vec<ShardError>, MetadataError> {
         let inner = &self.inner;
         let table = inner.tables.shard_errors();
@@ -1219,15 +1395,17 @@ mod tests {
     fn ddl_uses_the_reference_names_and_the_suffix() {
         let tables = TableNames::new(Some("blue")).expect("valid suffix");
         let ddl = spanner_ddl(&tables);
-        assert_eq!(ddl.len(), 6);
+        assert_eq!(ddl.len(), 7);
         assert!(ddl[0].starts_with("CREATE TABLE spanner_to_gcs_metadata_blue ("));
         assert!(ddl[1].contains("created_upto TIMESTAMP NOT NULL"));
         assert!(ddl[2].contains("ROW DELETION POLICY (OLDER_THAN(update_ts, INTERVAL 30 DAY))"));
         assert!(ddl[3].contains("file_start_interval TIMESTAMP NOT NULL"));
         assert!(ddl[4].starts_with("CREATE TABLE shard_errors_blue ("));
         assert!(ddl[4].contains("error STRING(MAX) NOT NULL"));
+        assert!(ddl[5].starts_with("CREATE TABLE leases_blue ("));
+        assert!(ddl[5].contains("PRIMARY KEY (run_id, role)"));
         assert_eq!(
-            ddl[5],
+            ddl[6],
             "CREATE INDEX data_seen_blue_by_run_shard_window ON data_seen_blue (run_id, shard, window_seen)"
         );
     }

@@ -21,6 +21,7 @@ use revrepl_record::{Backoff, ShardId, Timestamp, WindowDuration, with_backoff};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::MetadataError;
+use crate::lease::{Lease, LeaseAttempt};
 use crate::progress::{
     CreateProgress, CreatedWindows, ProcessProgress, ProcessStatus, ShardError, data_seen_id,
     truncate_error_text,
@@ -248,7 +249,17 @@ impl Inner {
         connection: &Connection,
         error: MetadataError,
     ) -> Option<MetadataError> {
-        match table_exists(connection, self.tables.shard_errors()) {
+        self.unless_no_table(connection, self.tables.shard_errors(), error)
+    }
+
+    /// `error`, unless `table` (one of revrepl's optional tables) does not exist: then `None`.
+    fn unless_no_table(
+        &self,
+        connection: &Connection,
+        table: &str,
+        error: MetadataError,
+    ) -> Option<MetadataError> {
+        match table_exists(connection, table) {
             Ok(false) => None,
             Ok(true) | Err(_) => Some(error),
         }
@@ -397,6 +408,20 @@ fn table_ddl(t: &TableNames) -> Vec<(String, String)> {
                         PRIMARY KEY (run_id, shard)
                     ) STRICT, WITHOUT ROWID",
                 t.shard_errors()
+            ),
+        ),
+        (
+            t.leases().to_owned(),
+            format!(
+                "CREATE TABLE IF NOT EXISTS \"{}\" (
+                        run_id TEXT NOT NULL,
+                        role TEXT NOT NULL,
+                        owner TEXT NOT NULL,
+                        expires_at TEXT NOT NULL,
+                        update_ts TEXT NOT NULL,
+                        PRIMARY KEY (run_id, role)
+                    ) STRICT, WITHOUT ROWID",
+                t.leases()
             ),
         ),
     ]
@@ -902,6 +927,145 @@ impl MetadataStore for SqliteMetadataStore {
             );
         }
         Ok(())
+    }
+
+    async fn acquire_lease(
+        &self,
+        run_id: &RunId,
+        role: &str,
+        owner: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<LeaseAttempt, MetadataError> {
+        let run_id = run_id.clone();
+        let (role, owner) = (role.to_owned(), owner.to_owned());
+        let (now_text, expires_text) = (timestamp_text(now), timestamp_text(expires_at));
+        self.call("acquire lease", move |connection, inner| {
+            let err = inner.err("acquire lease");
+            let table = inner.tables.leases();
+            let attempt = |connection: &mut Connection| {
+                let tx = connection
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(&err)?;
+                let current: Option<(String, String)> = tx
+                    .query_row(
+                        &format!(
+                            "SELECT owner, expires_at FROM \"{table}\" WHERE run_id = ?1 AND role = ?2"
+                        ),
+                        [run_id.as_str(), role.as_str()],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(&err)?;
+                if let Some((holder, until)) = current
+                    && holder != owner
+                {
+                    let key = || format!("run_id={:?}, role={role:?}, expires_at", run_id.as_str());
+                    let until = inner.timestamp(table, key, &until)?;
+                    if until > now {
+                        return Ok(LeaseAttempt::HeldBy(Lease {
+                            role: role.clone(),
+                            owner: holder,
+                            expires_at: until,
+                        }));
+                    }
+                }
+                tx.execute(
+                    &format!(
+                        "INSERT INTO \"{table}\" (run_id, role, owner, expires_at, update_ts)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (run_id, role) DO UPDATE SET
+                           owner = excluded.owner,
+                           expires_at = excluded.expires_at,
+                           update_ts = excluded.update_ts"
+                    ),
+                    params![run_id.as_str(), role, owner, expires_text, now_text],
+                )
+                .map_err(&err)?;
+                tx.commit().map_err(&err)?;
+                Ok(LeaseAttempt::Acquired)
+            };
+            match attempt(connection) {
+                Ok(outcome) => Ok(outcome),
+                Err(error) => match inner.unless_no_table(connection, table, error) {
+                    Some(error) => Err(error),
+                    None => Ok(LeaseAttempt::NoTable),
+                },
+            }
+        })
+        .await
+    }
+
+    async fn release_lease(
+        &self,
+        run_id: &RunId,
+        role: &str,
+        owner: &str,
+    ) -> Result<(), MetadataError> {
+        let run_id = run_id.clone();
+        let (role, owner) = (role.to_owned(), owner.to_owned());
+        self.call("release lease", move |connection, inner| {
+            let err = inner.err("release lease");
+            let table = inner.tables.leases();
+            let deleted = connection
+                .execute(
+                    &format!(
+                        "DELETE FROM \"{table}\" WHERE run_id = ?1 AND role = ?2 AND owner = ?3"
+                    ),
+                    params![run_id.as_str(), role, owner],
+                )
+                .map_err(&err);
+            match deleted {
+                Ok(_) => Ok(()),
+                Err(error) => match inner.unless_no_table(connection, table, error) {
+                    Some(error) => Err(error),
+                    None => Ok(()),
+                },
+            }
+        })
+        .await
+    }
+
+    async fn leases(&self, run_id: &RunId) -> Result<Vec<Lease>, MetadataError> {
+        let run_id = run_id.clone();
+        self.call("read leases", move |connection, inner| {
+            let err = inner.err("read leases");
+            let table = inner.tables.leases();
+            let read = |connection: &Connection| {
+                let mut statement = connection
+                    .prepare(&format!(
+                        "SELECT role, owner, expires_at FROM \"{table}\"
+                         WHERE run_id = ?1 ORDER BY role"
+                    ))
+                    .map_err(&err)?;
+                let rows: Vec<(String, String, String)> = statement
+                    .query_map([run_id.as_str()], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .map_err(&err)?
+                    .collect::<Result<_, _>>()
+                    .map_err(&err)?;
+                Ok(rows)
+            };
+            let rows = match read(connection) {
+                Ok(rows) => rows,
+                Err(error) => match inner.unless_no_table(connection, table, error) {
+                    Some(error) => return Err(error),
+                    None => return Ok(Vec::new()),
+                },
+            };
+            rows.into_iter()
+                .map(|(role, owner, until)| {
+                    let key = || format!("run_id={:?}, role={role:?}, expires_at", run_id.as_str());
+                    Ok(Lease {
+                        expires_at: inner.timestamp(table, key, &until)?,
+                        role,
+                        owner,
+                    })
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn shard_errors(&self, run_id: &RunId) -> Result<Vec<ShardError>, MetadataError> {

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use revrepl_record::{ShardId, Timestamp};
 
 use crate::error::MetadataError;
+use crate::lease::{Lease, LeaseAttempt};
 use crate::progress::{CreateProgress, CreatedWindows, ProcessProgress, ProcessStatus, ShardError};
 use crate::run::{RunId, RunRecord};
 use crate::tables::TableNames;
@@ -38,11 +39,11 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
     fn tables(&self) -> &TableNames;
 
     /// Checks that the reference's four tables (and revrepl's index on `data_seen` and its own
-    /// `shard_errors` table) exist with the columns revrepl uses, creating missing ones when
+    /// `shard_errors` and `leases` tables) exist with the columns revrepl uses, creating missing ones when
     /// `missing` is [`MissingTables::Create`]. Safe when several processes do it at once. A
     /// table with missing or mistyped columns is [`MetadataError::MalformedTable`], naming the
     /// table. With [`MissingTables::Fail`], a missing index or `shard_errors` table is not an
-    /// error: both are optional (a database the reference created has neither).
+    /// error: they are optional (a database the reference created has none of them).
     async fn ensure_tables(&self, missing: MissingTables) -> Result<(), MetadataError>;
 
     /// Records a run (regular mode). Recording the same run again is a no-op; recording an
@@ -129,6 +130,33 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
     /// The run's `shard_errors` rows, sorted by shard — one query. Empty when the table does
     /// not exist.
     async fn shard_errors(&self, run_id: &RunId) -> Result<Vec<ShardError>, MetadataError>;
+
+    /// Takes or renews the lease `role` (`reader`, `writer:<shard>`) of `run_id` for `owner`
+    /// until `expires_at`, in one transaction: written when there is no row, when the row's
+    /// expiry is at or before `now`, or when the row is `owner`'s; otherwise nothing is written
+    /// and the holder is returned. [`LeaseAttempt::NoTable`] when the `leases` table does not
+    /// exist. See [`LeaseKeeper`](crate::LeaseKeeper), which uses it.
+    async fn acquire_lease(
+        &self,
+        run_id: &RunId,
+        role: &str,
+        owner: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<LeaseAttempt, MetadataError>;
+
+    /// Deletes the lease `role` of `run_id` if `owner` holds it; otherwise (or without a
+    /// `leases` table) does nothing.
+    async fn release_lease(
+        &self,
+        run_id: &RunId,
+        role: &str,
+        owner: &str,
+    ) -> Result<(), MetadataError>;
+
+    /// The run's lease rows, expired ones included, sorted by role — one query. Empty when the
+    /// table does not exist.
+    async fn leases(&self, run_id: &RunId) -> Result<Vec<Lease>, MetadataError>;
 
     /// The run's row, or [`MetadataError::MissingRun`] naming the run and this store (resume
     /// modes).

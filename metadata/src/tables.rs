@@ -1,6 +1,7 @@
 //! The names and columns of the metadata tables, the same as the reference's (DESIGN §8), with
 //! the optional `metadata_table_suffix`, plus revrepl's own `shard_errors` table (the text of
-//! each shard's last definite error, which the reference's tables have no column for).
+//! each shard's last definite error, which the reference's tables have no column for) and
+//! `leases` table (which process runs a run's reader and each shard's writer).
 
 use crate::error::MetadataError;
 
@@ -19,6 +20,9 @@ pub const PROCESS_PROGRESS_TABLE: &str = "shard_file_process_progress";
 /// Base name of revrepl's own table of each shard's last definite error (not in the
 /// reference: a metadata database the reference created lacks it, and works without it).
 pub const SHARD_ERRORS_TABLE: &str = "shard_errors";
+/// Base name of revrepl's own table of leases: which process runs the reader of a run, and the
+/// writer of each (run, shard), so that a second one is refused (not in the reference).
+pub const LEASES_TABLE: &str = "leases";
 
 /// The kind of value a column holds, mapped to each store's own type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +70,15 @@ pub const SHARD_ERRORS_COLUMNS: &[(&str, ColumnKind)] = &[
     ("update_ts", ColumnKind::Timestamp),
 ];
 
+/// Columns of `leases` (revrepl's own table).
+pub const LEASES_COLUMNS: &[(&str, ColumnKind)] = &[
+    ("run_id", ColumnKind::Text),
+    ("role", ColumnKind::Text),
+    ("owner", ColumnKind::Text),
+    ("expires_at", ColumnKind::Timestamp),
+    ("update_ts", ColumnKind::Timestamp),
+];
+
 /// The table (and index) names one store uses: the reference's names, each followed by
 /// `_<suffix>` when a `metadata_table_suffix` is set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -76,6 +89,7 @@ pub struct TableNames {
     data_seen_index: String,
     process_progress: String,
     shard_errors: String,
+    leases: String,
 }
 
 impl TableNames {
@@ -104,6 +118,7 @@ impl TableNames {
             data_seen,
             process_progress: format!("{PROCESS_PROGRESS_TABLE}{tail}"),
             shard_errors: format!("{SHARD_ERRORS_TABLE}{tail}"),
+            leases: format!("{LEASES_TABLE}{tail}"),
         })
     }
 
@@ -139,6 +154,11 @@ impl TableNames {
         &self.shard_errors
     }
 
+    /// `leases[_suffix]`: revrepl's own table of the leases of readers and writers.
+    pub fn leases(&self) -> &str {
+        &self.leases
+    }
+
     /// Each of the reference's four tables with the columns revrepl uses in it: they must
     /// exist for revrepl to work.
     pub fn with_columns(&self) -> [(&str, &'static [(&'static str, ColumnKind)]); 4] {
@@ -152,8 +172,11 @@ impl TableNames {
 
     /// revrepl's own tables with their columns: created with the others, but optional, since
     /// a metadata database the reference (or an older revrepl) created lacks them.
-    pub fn own_with_columns(&self) -> [(&str, &'static [(&'static str, ColumnKind)]); 1] {
-        [(self.shard_errors.as_str(), SHARD_ERRORS_COLUMNS)]
+    pub fn own_with_columns(&self) -> [(&str, &'static [(&'static str, ColumnKind)]); 2] {
+        [
+            (self.shard_errors.as_str(), SHARD_ERRORS_COLUMNS),
+            (self.leases.as_str(), LEASES_COLUMNS),
+        ]
     }
 
     /// Whether `table` is one of revrepl's own, optional tables ([`Self::own_with_columns`]).
@@ -175,6 +198,7 @@ impl Default for TableNames {
             data_seen,
             process_progress: PROCESS_PROGRESS_TABLE.to_owned(),
             shard_errors: SHARD_ERRORS_TABLE.to_owned(),
+            leases: LEASES_TABLE.to_owned(),
         }
     }
 }
@@ -199,6 +223,8 @@ mod tests {
         );
         assert_eq!(names.shard_errors(), "shard_errors_blue_2");
         assert!(names.is_own("shard_errors_blue_2"));
+        assert_eq!(names.leases(), "leases_blue_2");
+        assert!(names.is_own("leases_blue_2"));
         assert!(!names.is_own("shard_file_process_progress_blue_2"));
         assert_eq!(TableNames::new(None), Ok(TableNames::default()));
         assert_eq!(TableNames::new(Some("")), Ok(TableNames::default()));

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use revrepl_config::Config;
-use revrepl_metadata::{MissingTables, RunId, RunRecord, open_store};
+use revrepl_metadata::{
+    LeaseKeeper, LeaseOwner, LeaseRole, MissingTables, RunId, RunRecord, open_store,
+};
 use revrepl_record::{Backoff, ShardId, Timestamp, WindowDuration};
 use revrepl_shard_routing::{Session, ShardAssigner, ShardsFile, choose_router};
 use tokio_util::sync::CancellationToken;
@@ -82,111 +84,151 @@ pub async fn run(
     let metadata = open_store(config, MissingTables::Create).await?;
     let buffer = config.buffer.open().await?;
 
-    let requested = match &config.reader.start_timestamp {
-        Some(text) => Some(
-            Timestamp::parse_rfc3339(text).map_err(|e| ReaderError::Config {
-                key: "reader.start_timestamp".into(),
-                reason: e.to_string(),
-            })?,
-        ),
-        None => None,
+    // One reader per run (DESIGN §7): refused while another holds the run's lease.
+    let lease = LeaseKeeper::acquire(
+        Arc::clone(&metadata),
+        run_id.clone(),
+        LeaseRole::Reader,
+        LeaseOwner::this_process(),
+        config.metadata.lease_ttl,
+    )
+    .await?;
+    // The pipeline stops when the reader is stopped, or at once when the lease is lost.
+    let pipeline_cancel = cancel.child_token();
+    let watcher = {
+        let lost = lease.lost();
+        let stop = pipeline_cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = lost.cancelled() => stop.cancel(),
+                () = stop.cancelled() => {}
+            }
+        })
     };
-    let (start, read_from, window) = match mode {
-        ReaderMode::Regular => {
-            let window = config.reader.window;
-            let requested = requested.unwrap_or_else(now);
-            // Windows stay on the grid, but the stream is read from the requested time: the
-            // grid's start can lie before the stream was created (a run started right after
-            // `revrepl init`), and Spanner refuses such starts.
-            let start = align(window, requested)?;
-            metadata
-                .record_run(&RunRecord::new(run_id.clone(), start, window)?)
-                .await?;
-            metadata.register_shards(&run_id, &shards, start).await?;
-            (start, requested, window)
-        }
-        ReaderMode::Resume => {
-            let run = metadata.require_run(&run_id).await?;
-            metadata
-                .register_shards(&run_id, &shards, run.start())
-                .await?;
-            let start = metadata
-                .min_created_upto(&run_id)
-                .await?
-                .unwrap_or(run.start());
-            (
-                start,
-                resume_read_from(&run, start, requested),
-                run.window(),
-            )
-        }
-    };
-    check_retention(&config.spanner.change_stream, &options, read_from, now())?;
-    tracing::info!(run_id = %run_id, ?mode, start = %start, read_from = %read_from, window = %window, "reader starting");
-
-    let source = SpannerChangeStream::new(
-        client.clone(),
-        &database.database,
-        &config.spanner.change_stream,
-        config.reader.heartbeat,
-    )?;
-    let assigner = ShardAssigner::new(router, shards.iter().cloned())
-        .with_row_lookup(SpannerRowLookup::new(client, &database.database));
-    let mut settings = PipelineSettings {
-        run_id: run_id.clone(),
-        window,
-        start,
-        read_from,
-        until,
-        filter: RecordFilter {
-            filtration: config.reader.filtration,
-            keep_system_transactions: config.reader.keep_system_transactions,
-        },
-        tables,
-        max_ahead: config.reader.max_ahead,
-        stall_timeout: config.reader.stall_timeout,
-        retry: Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(30),
-            multiplier: 2,
-            max_attempts: None,
-        },
-        event_capacity: 1024,
-    };
-    let source: Arc<dyn ChangeStreamSource> = Arc::new(source);
-    let assigner = Arc::new(assigner);
-    let metrics = ReaderMetrics::global();
-    let mut restarts = 0;
-    loop {
-        let parts = PipelineParts {
-            source: Arc::clone(&source),
-            assigner: Arc::clone(&assigner),
-            buffer: Arc::clone(&buffer),
-            metadata: Arc::clone(&metadata),
-            shards: shards.clone(),
-            metrics: metrics.clone(),
+    let outcome: Result<PipelineSummary, ReaderError> = async {
+        let requested = match &config.reader.start_timestamp {
+            Some(text) => {
+                Some(
+                    Timestamp::parse_rfc3339(text).map_err(|e| ReaderError::Config {
+                        key: "reader.start_timestamp".into(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
+            None => None,
         };
-        let span = tracing::info_span!("reader", run_id = %run_id);
-        let outcome = run_pipeline(settings.clone(), parts, cancel.clone())
-            .instrument(span)
-            .await;
-        match outcome {
-            // Nothing of the incomplete window was written: read it again from the last
-            // recorded window, as a restarted reader would.
-            Err(ReaderError::Assembly(AssemblyError::Incomplete(error)))
-                if restarts < MAX_RESTARTS_ON_INCOMPLETE =>
-            {
-                restarts += 1;
-                tracing::error!(%error, restarts, "reading the window again from the last recorded position");
-                settings.start = metadata
+        let (start, read_from, window) = match mode {
+            ReaderMode::Regular => {
+                let window = config.reader.window;
+                let requested = requested.unwrap_or_else(now);
+                // Windows stay on the grid, but the stream is read from the requested time: the
+                // grid's start can lie before the stream was created (a run started right after
+                // `revrepl init`), and Spanner refuses such starts.
+                let start = align(window, requested)?;
+                metadata
+                    .record_run(&RunRecord::new(run_id.clone(), start, window)?)
+                    .await?;
+                metadata.register_shards(&run_id, &shards, start).await?;
+                (start, requested, window)
+            }
+            ReaderMode::Resume => {
+                let run = metadata.require_run(&run_id).await?;
+                metadata
+                    .register_shards(&run_id, &shards, run.start())
+                    .await?;
+                let start = metadata
                     .min_created_upto(&run_id)
                     .await?
-                    .unwrap_or(settings.start);
-                settings.read_from = settings.read_from.max(settings.start);
+                    .unwrap_or(run.start());
+                (
+                    start,
+                    resume_read_from(&run, start, requested),
+                    run.window(),
+                )
             }
-            outcome => return outcome,
+        };
+        check_retention(&config.spanner.change_stream, &options, read_from, now())?;
+        tracing::info!(
+            run_id = %run_id, ?mode, start = %start, read_from = %read_from, window = %window,
+            "reader starting"
+        );
+
+        let source = SpannerChangeStream::new(
+            client.clone(),
+            &database.database,
+            &config.spanner.change_stream,
+            config.reader.heartbeat,
+        )?;
+        let assigner = ShardAssigner::new(router, shards.iter().cloned())
+            .with_row_lookup(SpannerRowLookup::new(client, &database.database));
+        let mut settings = PipelineSettings {
+            run_id: run_id.clone(),
+            window,
+            start,
+            read_from,
+            until,
+            filter: RecordFilter {
+                filtration: config.reader.filtration,
+                keep_system_transactions: config.reader.keep_system_transactions,
+            },
+            tables,
+            max_ahead: config.reader.max_ahead,
+            stall_timeout: config.reader.stall_timeout,
+            retry: Backoff {
+                initial: Duration::from_millis(200),
+                max: Duration::from_secs(30),
+                multiplier: 2,
+                max_attempts: None,
+            },
+            event_capacity: 1024,
+        };
+        let source: Arc<dyn ChangeStreamSource> = Arc::new(source);
+        let assigner = Arc::new(assigner);
+        let metrics = ReaderMetrics::global();
+        let mut restarts = 0;
+        loop {
+            let parts = PipelineParts {
+                source: Arc::clone(&source),
+                assigner: Arc::clone(&assigner),
+                buffer: Arc::clone(&buffer),
+                metadata: Arc::clone(&metadata),
+                shards: shards.clone(),
+                metrics: metrics.clone(),
+            };
+            let span = tracing::info_span!("reader", run_id = %run_id);
+            let outcome = run_pipeline(settings.clone(), parts, pipeline_cancel.clone())
+                .instrument(span)
+                .await;
+            match outcome {
+                // Nothing of the incomplete window was written: read it again from the last
+                // recorded window, as a restarted reader would.
+                Err(ReaderError::Assembly(AssemblyError::Incomplete(error)))
+                    if restarts < MAX_RESTARTS_ON_INCOMPLETE =>
+                {
+                    restarts += 1;
+                    tracing::error!(
+                        %error,
+                        restarts,
+                        "reading the window again from the last recorded position"
+                    );
+                    settings.start = metadata
+                        .min_created_upto(&run_id)
+                        .await?
+                        .unwrap_or(settings.start);
+                    settings.read_from = settings.read_from.max(settings.start);
+                }
+                outcome => return outcome,
+            }
         }
     }
+    .await;
+    watcher.abort();
+    let outcome = match lease.check() {
+        Ok(()) => outcome,
+        Err(lost) => Err(lost.into()),
+    };
+    lease.release().await;
+    outcome
 }
 
 /// How often the reader re-reads from its durable position after finding a transaction with

@@ -558,3 +558,55 @@ async fn a_run_started_right_after_the_stream_was_created_reads_from_its_start()
         "every change of the run is in its file, once"
     );
 }
+
+/// Issue 10 finding 5: a second reader of the same run is refused (naming the holder) while
+/// the first runs, instead of reading beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_reader_of_a_run_is_refused_while_the_first_runs() {
+    let setup = setup(0).await;
+    let until = end_of(setup.start, 600);
+    let first_log = setup.dir.path().join("first.log");
+    let mut first = spawn_reader(&setup, "regular", until, &first_log);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count_in_log(&first_log, "reader starting") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first reader did not start\n{}",
+            tail(&std::fs::read_to_string(&first_log).unwrap_or_default())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let second_log = setup.dir.path().join("second.log");
+    let mut second = spawn_reader(&setup, "resume", until, &second_log);
+    let status = tokio::task::spawn_blocking(move || {
+        revrepl_test_services::wait_for_exit(&mut second, Duration::from_secs(30))
+    })
+    .await
+    .expect("join");
+    let text = std::fs::read_to_string(&second_log).unwrap_or_default();
+    let status =
+        status.unwrap_or_else(|| panic!("the second reader ran beside the first\n{}", tail(&text)));
+    assert!(
+        !status.success(),
+        "the second reader is refused\n{}",
+        tail(&text)
+    );
+    let refusal = format!(
+        "run \"churn\": the reader is already running: {} pid {} #",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default(),
+        first.id()
+    );
+    assert!(
+        text.contains(&refusal),
+        "{refusal:?} not in\n{}",
+        tail(&text)
+    );
+    assert!(
+        first.try_wait().expect("poll the first reader").is_none(),
+        "the first reader runs on"
+    );
+    let _ = first.kill();
+    let _ = first.wait();
+}

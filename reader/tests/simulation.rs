@@ -36,8 +36,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use revrepl_metadata::{
-    CreateProgress, CreatedWindows, MetadataError, MetadataStore, MissingTables, ProcessProgress,
-    ProcessStatus, RunId, RunRecord, ShardError, SqliteMetadataStore, SqliteOptions, TableNames,
+    CreateProgress, CreatedWindows, Lease, LeaseAttempt, MetadataError, MetadataStore,
+    MissingTables, ProcessProgress, ProcessStatus, RunId, RunRecord, ShardError,
+    SqliteMetadataStore, SqliteOptions, TableNames,
 };
 use revrepl_reader::ReaderError;
 use revrepl_reader::change_stream::{
@@ -726,6 +727,32 @@ impl MetadataStore for CheckedMetadata {
 
     async fn shard_errors(&self, run_id: &RunId) -> Result<Vec<ShardError>, MetadataError> {
         self.inner.shard_errors(run_id).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        run_id: &RunId,
+        role: &str,
+        owner: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<LeaseAttempt, MetadataError> {
+        self.inner
+            .acquire_lease(run_id, role, owner, now, expires_at)
+            .await
+    }
+
+    async fn release_lease(
+        &self,
+        run_id: &RunId,
+        role: &str,
+        owner: &str,
+    ) -> Result<(), MetadataError> {
+        self.inner.release_lease(run_id, role, owner).await
+    }
+
+    async fn leases(&self, run_id: &RunId) -> Result<Vec<Lease>, MetadataError> {
+        self.inner.leases(run_id).await
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 use mysql_async::{Opts, SslOpts};
 use revrepl_config::Config;
 use revrepl_metadata::{
-    MetadataStore, MissingTables, ProcessProgress, ProcessStatus, RunId, RunRecord, open_store,
+    LeaseKeeper, LeaseOwner, LeaseRole, MetadataStore, MissingTables, ProcessProgress,
+    ProcessStatus, RunId, RunRecord, open_store,
 };
 use revrepl_record::{Backoff, Classify, ErrorClass, ShardId, Timestamp, with_backoff};
 use revrepl_shard_routing::{
@@ -85,6 +86,37 @@ impl ShardSubset {
     }
 }
 
+/// The writer's retry policy for transient errors (retried forever): from 200 ms, doubling,
+/// capped at [`MAX_RETRY_DELAY`].
+pub const RETRY: Backoff = Backoff {
+    initial: Duration::from_millis(200),
+    max: MAX_RETRY_DELAY,
+    multiplier: 2,
+    max_attempts: None,
+};
+
+/// The longest wait between two attempts of a transient failure: a shard applies again within
+/// this (plus one reconnection) of its server returning, however long the outage was.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3);
+
+/// How often the wait for an unrecorded run is logged again after the first time.
+const WAIT_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long after `--until` a writer still waits for an unrecorded run when no
+/// `reader.start_timestamp` is configured: a reader started just before `--until` records its
+/// run within seconds.
+const UNTIL_GRACE: Duration = Duration::from_secs(30);
+
+/// Where a shard starts, and whether its checkpoint is rewound first (`REPROCESS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardStart {
+    /// The start of the first window to read.
+    pub from: Timestamp,
+    /// Apply again what the checkpoint says is applied, from `from` (the shard is marked
+    /// `REPROCESS`).
+    pub rewind: bool,
+}
+
 /// How the writer's shards ended.
 #[derive(Debug, Default)]
 pub struct WriterSummary {
@@ -135,24 +167,11 @@ pub async fn run(
     let shards = resolve_passwords(&shards_file).await?;
     let metadata = open_store(config, MissingTables::Create).await?;
     let buffer = config.buffer.open().await?;
-    let retry = Backoff {
-        initial: Duration::from_millis(200),
-        max: Duration::from_secs(30),
-        multiplier: 2,
-        max_attempts: None,
-    };
-    let Some(run) = wait_for_run(
-        &*metadata,
-        &run_id,
-        mode,
-        config.writer.poll_interval,
-        &cancel,
-    )
-    .await?
-    else {
+    let Some(run) = wait_for_run(&*metadata, config, &run_id, mode, until, &cancel).await? else {
         return Ok(WriterSummary::default());
     };
     let starts = starting_points(&*metadata, &run, mode, &shards).await?;
+    let leases = take_leases(&metadata, config, &run_id, subset, &starts).await?;
     let context = ShardContext {
         run_id: run_id.clone(),
         window: run.window(),
@@ -162,14 +181,16 @@ pub async fn run(
             max_records: writer.batch_max_records.max(1),
             max_bytes: writer.batch_max_bytes.max(1),
         },
-        retry,
+        retry: RETRY,
         poll_interval: writer.poll_interval,
         until,
         dead_letter: writer.dead_letter,
         metrics: WriterMetrics::global(),
+        lease: None,
     };
     let tls = tls_options(config)?;
     let mut tasks = JoinSet::new();
+    let mut leases = leases;
     for shard in shards {
         let id = shard.config.logical_shard_id.clone();
         if !subset.contains(&id) {
@@ -177,6 +198,9 @@ pub async fn run(
         }
         let Some(start) = starts.get(&id).copied() else {
             tracing::info!(shard = %id, ?mode, "shard skipped: no progress row for this mode");
+            continue;
+        };
+        let Some(lease) = leases.remove(&id) else {
             continue;
         };
         let mut options = shard_connection_options(&shard);
@@ -191,12 +215,29 @@ pub async fn run(
             time_zone,
             limits: Default::default(),
         };
-        let context = context.clone();
-        let cancel = cancel.clone();
+        let lease = Arc::new(lease);
+        let mut context = context.clone();
+        context.lease = Some(Arc::clone(&lease));
+        // The shard stops when the writer is stopped, or at once when its lease is lost.
+        let cancel = cancel.child_token();
         let span = tracing::info_span!("writer", run_id = %run_id, shard = %id);
         tasks.spawn(
             async move {
-                let outcome = run_shard(&context, applier_config, start, mode, cancel).await;
+                let lost = lease.lost();
+                let stop_on_loss = cancel.clone();
+                let outcome = tokio::select! {
+                    outcome = run_shard(&context, applier_config, start, cancel) => outcome,
+                    () = lost.cancelled() => {
+                        stop_on_loss.cancel();
+                        ShardOutcome::Cancelled
+                    }
+                };
+                let outcome = if lost.is_cancelled() {
+                    ShardOutcome::Failed(WriterError::from(lease.lost_error()))
+                } else {
+                    outcome
+                };
+                lease.release().await;
                 (id, outcome)
             }
             .instrument(span),
@@ -222,14 +263,24 @@ pub async fn run(
 }
 
 /// Connects the shard's applier (retrying forever while the shard is unreachable) and runs it.
+/// A failure before the shard's loop starts (connecting, reading or rewinding the checkpoint)
+/// is recorded as `ERROR` at the first window, like any other.
 async fn run_shard(
     context: &ShardContext,
     config: ApplierConfig,
-    start: Timestamp,
-    mode: WriterMode,
+    start: ShardStart,
     cancel: CancellationToken,
 ) -> ShardOutcome {
     let shard = config.shard.clone();
+    let first = match context.window.window_of(start.from) {
+        Ok(window) => window,
+        Err(e) => {
+            return ShardOutcome::Failed(WriterError::Config {
+                key: "file_start_interval".into(),
+                reason: e.to_string(),
+            });
+        }
+    };
     let on_retry = |error: &WriterError, delay: Duration| {
         tracing::warn!(%shard, %error, ?delay, "connecting to the shard failed; retrying");
         context.metrics.retry(&shard);
@@ -240,29 +291,24 @@ async fn run_shard(
     };
     let applier = match connected {
         Ok(applier) => applier,
-        Err(error) => return ShardOutcome::Failed(error),
+        Err(error) => return context.fail_at_start(&shard, first, error, &cancel).await,
     };
-    let mut from = start;
-    if mode == WriterMode::Reprocess {
-        match context.window.window_of(start) {
-            Ok(window) => {
-                if let Err(error) = applier.rewind_checkpoint(window).await {
-                    return ShardOutcome::Failed(error);
-                }
-            }
-            Err(e) => {
-                return ShardOutcome::Failed(WriterError::Config {
-                    key: "file_start_interval".into(),
-                    reason: e.to_string(),
-                });
-            }
+    let mut from = start.from;
+    if start.rewind {
+        if let Err(error) = applier.rewind_checkpoint(first).await {
+            applier.close().await;
+            return context.fail_at_start(&shard, first, error, &cancel).await;
         }
+        tracing::info!(%shard, from = %first.start(), "checkpoint rewound: applying again (REPROCESS)");
     } else {
         // Files before the checkpoint's window are applied already: do not read them again.
         match applier.read_checkpoint().await {
             Ok(Some(checkpoint)) => from = from.max(checkpoint.window.start()),
             Ok(None) => {}
-            Err(error) => return ShardOutcome::Failed(error),
+            Err(error) => {
+                applier.close().await;
+                return context.fail_at_start(&shard, first, error, &cancel).await;
+            }
         }
     }
     let outcome = context.run(&applier, from, cancel).await;
@@ -270,19 +316,81 @@ async fn run_shard(
     outcome
 }
 
-/// The run's record; in regular mode waits for the reader to record it.
+/// Takes the lease of every shard this process will apply (DESIGN §7: one writer per run and
+/// shard), before touching any. If another writer holds one, releases those taken and refuses
+/// with [`revrepl_metadata::MetadataError::LeaseHeld`].
+async fn take_leases(
+    metadata: &Arc<dyn MetadataStore>,
+    config: &Config,
+    run_id: &RunId,
+    subset: ShardSubset,
+    starts: &BTreeMap<ShardId, ShardStart>,
+) -> Result<BTreeMap<ShardId, LeaseKeeper>, WriterError> {
+    let owner = LeaseOwner::this_process();
+    let mut taken = BTreeMap::new();
+    for shard in starts.keys().filter(|s| subset.contains(s)) {
+        let acquired = LeaseKeeper::acquire(
+            Arc::clone(metadata),
+            run_id.clone(),
+            LeaseRole::Writer(shard.clone()),
+            owner.clone(),
+            config.metadata.lease_ttl,
+        )
+        .await;
+        match acquired {
+            Ok(lease) => {
+                taken.insert(shard.clone(), lease);
+            }
+            Err(error) => {
+                for lease in taken.values() {
+                    lease.release().await;
+                }
+                return Err(error.into());
+            }
+        }
+    }
+    Ok(taken)
+}
+
+/// The run's record; in regular mode waits for the reader to record it, logging that once
+/// and then every [`WAIT_LOG_INTERVAL`], and gives up ([`WriterError::NothingToWaitFor`]) when
+/// `until` lies before anything the run could hold ([`pointless_wait`]).
 async fn wait_for_run(
     metadata: &dyn MetadataStore,
+    config: &Config,
     run_id: &RunId,
     mode: WriterMode,
-    poll: Duration,
+    until: Option<Timestamp>,
     cancel: &CancellationToken,
 ) -> Result<Option<RunRecord>, WriterError> {
+    let configured_start = config
+        .reader
+        .start_timestamp
+        .as_deref()
+        .and_then(|text| Timestamp::parse_rfc3339(text).ok());
+    let mut logged: Option<tokio::time::Instant> = None;
     loop {
         match metadata.run(run_id).await {
             Ok(Some(run)) => return Ok(Some(run)),
             Ok(None) if mode == WriterMode::Regular => {
-                tracing::info!(%run_id, "waiting for the reader to record the run");
+                let now = Timestamp::from(chrono::Utc::now());
+                if let Some(until) = until
+                    && let Some(reason) = pointless_wait(until, configured_start, now)
+                {
+                    return Err(WriterError::NothingToWaitFor {
+                        run_id: run_id.to_string(),
+                        until: until.to_rfc3339(),
+                        reason,
+                    });
+                }
+                if logged.is_none_or(|at| at.elapsed() >= WAIT_LOG_INTERVAL) {
+                    tracing::info!(
+                        %run_id,
+                        "waiting for the reader to record the run (checking every {:?})",
+                        config.writer.poll_interval
+                    );
+                    logged = Some(tokio::time::Instant::now());
+                }
             }
             Ok(None) => {
                 return Err(metadata.require_run(run_id).await.err().map_or_else(
@@ -300,24 +408,48 @@ async fn wait_for_run(
         }
         tokio::select! {
             () = cancel.cancelled() => return Ok(None),
-            () = tokio::time::sleep(poll) => {}
+            () = tokio::time::sleep(config.writer.poll_interval) => {}
         }
     }
 }
 
-/// Where each shard starts in `mode`; shards without a start are not applied.
+/// Why waiting at `now` for an unrecorded run cannot lead to applying anything up to `until`,
+/// if so: the configured `reader.start_timestamp` is after `until`, or none is configured (a
+/// reader started now starts the run now) and `until` passed more than [`UNTIL_GRACE`] ago.
+pub fn pointless_wait(
+    until: Timestamp,
+    configured_start: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<String> {
+    match configured_start {
+        Some(start) if start > until => Some(format!(
+            "is before the configured reader.start_timestamp {}",
+            start.to_rfc3339()
+        )),
+        Some(_) => None,
+        None => {
+            let grace = i128::try_from(UNTIL_GRACE.as_nanos()).unwrap_or(i128::MAX);
+            (now.as_nanos() - until.as_nanos() > grace).then(|| {
+                format!(
+                    "has passed and no reader.start_timestamp is configured (a reader started \
+                     now would start the run now, {})",
+                    now.to_rfc3339()
+                )
+            })
+        }
+    }
+}
+
+/// Where each shard starts in `mode`; shards without a start are not applied. A shard still
+/// marked `REPROCESS` is rewound and applied again from its `file_start_interval` in every
+/// mode that includes it (`regular`, `resume`, `reprocess`), so that a restarted writer keeps
+/// the promise of the `reprocess` start it replaces (DESIGN §7).
 async fn starting_points(
     metadata: &dyn MetadataStore,
     run: &RunRecord,
     mode: WriterMode,
     shards: &[Shard],
-) -> Result<BTreeMap<ShardId, Timestamp>, WriterError> {
-    if mode == WriterMode::Regular {
-        return Ok(shards
-            .iter()
-            .map(|s| (s.config.logical_shard_id.clone(), run.start()))
-            .collect());
-    }
+) -> Result<BTreeMap<ShardId, ShardStart>, WriterError> {
     let status = match mode {
         WriterMode::ResumeSuccess => Some(ProcessStatus::Success),
         WriterMode::ResumeFailed => Some(ProcessStatus::Error),
@@ -325,11 +457,34 @@ async fn starting_points(
         WriterMode::Regular | WriterMode::ResumeAll => None,
     };
     let rows: Vec<ProcessProgress> = metadata.list_process_progress(run.run_id(), status).await?;
+    let start_of = |row: &ProcessProgress| ShardStart {
+        from: row.resume_from(run.window()),
+        rewind: row.status == ProcessStatus::Reprocess,
+    };
+    if mode == WriterMode::Regular {
+        return Ok(shards
+            .iter()
+            .map(|s| {
+                let id = s.config.logical_shard_id.clone();
+                let start = rows
+                    .iter()
+                    .find(|row| row.shard == id && row.status == ProcessStatus::Reprocess)
+                    .map_or(
+                        ShardStart {
+                            from: run.start(),
+                            rewind: false,
+                        },
+                        start_of,
+                    );
+                (id, start)
+            })
+            .collect());
+    }
     Ok(rows
         .into_iter()
         .map(|row| {
-            let from = row.resume_from(run.window());
-            (row.shard, from)
+            let start = start_of(&row);
+            (row.shard, start)
         })
         .collect())
 }
@@ -385,6 +540,29 @@ mod tests {
             assert_eq!(name.parse::<WriterMode>(), Ok(mode));
         }
         assert!("resumeall".parse::<WriterMode>().is_err());
+    }
+
+    #[test]
+    fn waiting_for_an_unrecorded_run_is_pointless_only_when_until_is_before_any_start() {
+        let t = |s: i64| Timestamp::new(s, 0).expect("valid");
+        let until = t(1_000);
+        // A configured start after --until: nothing up to --until can exist.
+        assert!(pointless_wait(until, Some(t(1_001)), t(500)).is_some());
+        // A configured start before it: a reader may still record the run.
+        assert_eq!(pointless_wait(until, Some(t(999)), t(5_000)), None);
+        // No configured start: a reader starts the run when it starts, so once --until has
+        // passed (by more than the grace), nothing more can come.
+        assert_eq!(pointless_wait(until, None, t(1_010)), None);
+        let reason = pointless_wait(until, None, t(1_031)).expect("pointless");
+        assert!(reason.contains("no reader.start_timestamp"), "{reason}");
+    }
+
+    #[test]
+    fn retries_are_capped_so_a_shard_returns_within_seconds() {
+        for attempt in 0..40 {
+            assert!(RETRY.delay(attempt) <= MAX_RETRY_DELAY);
+        }
+        assert!(MAX_RETRY_DELAY <= Duration::from_secs(3));
     }
 
     #[test]

@@ -174,6 +174,20 @@ pub enum WriterError {
         /// The line and reason.
         source: revrepl_record::DecodeError,
     },
+    /// The run is not recorded, and `--until` lies before anything it could apply: waiting for
+    /// the reader is pointless.
+    #[error(
+        "run {run_id:?} is not recorded in the metadata store, and --until {until} {reason}: \
+         there is nothing to wait for (check run_id and --until, or start the reader first)"
+    )]
+    NothingToWaitFor {
+        /// The run.
+        run_id: String,
+        /// The `--until` given.
+        until: String,
+        /// Why nothing could be applied up to `until`.
+        reason: String,
+    },
     /// A line of a shard's window file does not belong there.
     #[error("shard {shard}: window file {path:?}: {reason}")]
     MisplacedRecord {
@@ -190,7 +204,9 @@ impl Classify for WriterError {
     fn class(&self) -> ErrorClass {
         match self {
             Self::Database { class, .. } => *class,
-            Self::Configuration { .. } | Self::Config { .. } => ErrorClass::Fatal,
+            Self::Configuration { .. } | Self::Config { .. } | Self::NothingToWaitFor { .. } => {
+                ErrorClass::Fatal
+            }
             Self::Metadata(e) => e.class(),
             Self::Buffer(e) => e.class(),
             Self::Routing(e) => e.class(),
@@ -226,6 +242,41 @@ impl WriterError {
             failure: MySqlFailure::from(error),
             class: classify(error),
         }
+    }
+
+    /// Whether the error is caused by the content of the records being applied, so that the
+    /// dead-letter policy may set their transaction aside and go on: a value that does not
+    /// convert, a record without its key, or a constraint or data error of MySQL
+    /// ([`RECORD_FAULT_CODES`]). Everything else — the checkpoint, a table or column missing
+    /// (after DDL), files, the metadata store, transient server errors — stops the shard or
+    /// is retried, never dead-lettered (DESIGN §6.9).
+    pub fn is_record_fault(&self) -> bool {
+        match self {
+            Self::Conversion(_) | Self::MissingKeyValue { .. } | Self::MalformedRecord { .. } => {
+                true
+            }
+            Self::Database {
+                failure,
+                class: ErrorClass::Definite,
+                ..
+            } => failure
+                .code
+                .is_some_and(|code| RECORD_FAULT_CODES.contains(&code)),
+            _ => false,
+        }
+    }
+
+    /// Whether this is about the process's lease of the shard (another writer holds it, or
+    /// this one lost it): such a failure is not the shard's, so it is not recorded as `ERROR`
+    /// (the other writer owns the shard's progress).
+    pub fn is_lease(&self) -> bool {
+        matches!(
+            self,
+            Self::Metadata(
+                revrepl_metadata::MetadataError::LeaseHeld { .. }
+                    | revrepl_metadata::MetadataError::LeaseLost { .. }
+            )
+        )
     }
 
     /// The MySQL error code, for database errors that have one.
@@ -332,6 +383,7 @@ const TRANSIENT_CODES: &[u16] = &[
     1038, // out of sort memory
     1040, // too many connections
     1041, // out of memory
+    1047, // Galera: WSREP has not yet prepared the node for application use
     1053, // server shutdown in progress
     1077, // normal shutdown
     1078, // got signal
@@ -356,6 +408,7 @@ const TRANSIENT_CODES: &[u16] = &[
     1226, // user resource limit exceeded
     1290, // --read-only (failover)
     1317, // query interrupted
+    1412, // table definition changed (concurrent DDL); try again
     1614, // transaction branch rolled back: deadlock
     1615, // prepared statement needs to be re-prepared
     1637, // too many active concurrent transactions
@@ -369,7 +422,32 @@ const TRANSIENT_CODES: &[u16] = &[
     2013, // lost connection during query
     2055, // lost connection (system error)
     3024, // max execution time exceeded
+    3100, // group replication: error in a replication hook (e.g. before_commit)
+    3101, // group replication: the plugin rolled the transaction back during commit
     4031, // disconnected for inactivity
+];
+
+/// Server error numbers caused by the values of the rows being written (constraints and data
+/// errors): the only MySQL errors the dead-letter policy sets aside
+/// ([`WriterError::is_record_fault`]).
+pub const RECORD_FAULT_CODES: &[u16] = &[
+    1048, // column cannot be null
+    1062, // duplicate entry (unique key)
+    1216, // cannot add a child row: foreign key (old servers)
+    1217, // cannot delete a parent row: foreign key (old servers)
+    1264, // out of range value
+    1265, // data truncated
+    1292, // incorrect date/time value
+    1366, // incorrect string or integer value
+    1367, // illegal value during parsing
+    1406, // data too long
+    1451, // cannot delete or update a parent row: foreign key
+    1452, // cannot add or update a child row: foreign key
+    1586, // duplicate entry for key
+    1690, // value out of range
+    3140, // invalid JSON text
+    3819, // check constraint violated (MySQL)
+    4025, // check constraint failed (MariaDB)
 ];
 
 /// Server error numbers that mean the writer is misconfigured for this shard.
@@ -620,5 +698,58 @@ mod tests {
             assert_eq!(classify_code(code), ErrorClass::Definite, "{code}");
         }
         assert_eq!(classify_code(1045), ErrorClass::Fatal);
+    }
+
+    fn server_error(code: u16) -> WriterError {
+        WriterError::Database {
+            shard: ShardId::new("s1").expect("valid shard"),
+            operation: "applying a statement",
+            context: String::new(),
+            failure: MySqlFailure {
+                code: Some(code),
+                sqlstate: Some("HY000".into()),
+                message: "m".into(),
+            },
+            class: classify_code(code),
+        }
+    }
+
+    /// Issue 11 finding 4: only errors caused by a record's content may be dead-lettered;
+    /// transient cluster errors are retried.
+    #[test]
+    fn only_record_content_errors_are_record_faults() {
+        for code in [1412, 1047, 3100, 3101] {
+            assert_eq!(classify_code(code), ErrorClass::Transient, "{code}");
+            assert!(!server_error(code).is_record_fault(), "{code}");
+        }
+        for code in [1062, 1451, 1452, 1406, 1264, 1366, 1048, 4025, 3819] {
+            assert!(server_error(code).is_record_fault(), "{code}");
+        }
+        // Missing tables and columns (after DDL), permissions: not the record's fault.
+        for code in [1146, 1054, 1045] {
+            assert!(!server_error(code).is_record_fault(), "{code}");
+        }
+        let shard = ShardId::new("s1").expect("valid shard");
+        let infrastructure = [
+            WriterError::Checkpoint {
+                shard: shard.clone(),
+                reason: "column window_end is invalid".into(),
+            },
+            WriterError::MissingTable {
+                shard: shard.clone(),
+                spanner_table: "Users".into(),
+                source_table: "users".into(),
+                database: "app".into(),
+            },
+            WriterError::MissingColumn {
+                shard: shard.clone(),
+                table: "users".into(),
+                column: "name".into(),
+            },
+        ];
+        for error in infrastructure {
+            assert_eq!(error.class(), ErrorClass::Definite, "{error}");
+            assert!(!error.is_record_fault(), "{error}");
+        }
     }
 }

@@ -113,7 +113,8 @@ fn main() -> ExitCode {
                 tracing::error!("{error}: {}", error.fix());
                 ExitCode::from(2)
             }
-            Err(error @ WriterError::Config { .. }) => {
+            // Starting again cannot help: a usage error, like a bad configuration.
+            Err(error @ (WriterError::Config { .. } | WriterError::NothingToWaitFor { .. })) => {
                 tracing::error!("{error}");
                 ExitCode::from(2)
             }

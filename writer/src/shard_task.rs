@@ -23,10 +23,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use revrepl_metadata::{MetadataStore, ProcessProgress, ProcessStatus, RunId};
+use revrepl_metadata::{LeaseKeeper, MetadataStore, ProcessProgress, ProcessStatus, RunId};
 use revrepl_record::{
-    Backoff, BufferStore, Classify, Destination, ErrorClass, PutOutcome, ShardId, Timestamp,
-    Window, WindowDuration, WindowFileName, decode_window_file, with_backoff,
+    Backoff, BufferStore, Destination, PutOutcome, ShardId, Timestamp, Window, WindowDuration,
+    WindowFileName, decode_window_file, with_backoff,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +64,8 @@ pub struct ShardContext {
     pub dead_letter: bool,
     /// Counters.
     pub metrics: WriterMetrics,
+    /// This process's lease of the shard: no progress is recorded once it is lost.
+    pub lease: Option<Arc<LeaseKeeper>>,
 }
 
 /// How a shard's task ended.
@@ -282,6 +284,12 @@ impl ShardContext {
         status: ProcessStatus,
         cancel: &CancellationToken,
     ) -> Option<ShardOutcome> {
+        // Another writer may own the shard now: record nothing for it.
+        if let Some(lease) = &self.lease
+            && let Err(error) = lease.check()
+        {
+            return Some(ShardOutcome::Failed(error.into()));
+        }
         let progress = ProcessProgress {
             shard: shard.clone(),
             status,
@@ -464,7 +472,7 @@ impl ShardContext {
         match applied {
             None => Some(ShardOutcome::Cancelled),
             Some(Ok(())) => None,
-            Some(Err(error)) if error.class() == ErrorClass::Definite && self.dead_letter => {
+            Some(Err(error)) if self.dead_letter && error.is_record_fault() => {
                 self.apply_one_by_one(applier, shard, window, batch, &path(), cancel)
                     .await
             }
@@ -554,7 +562,7 @@ impl ShardContext {
             {
                 None => return Some(ShardOutcome::Cancelled),
                 Some(Ok(())) => {}
-                Some(Err(error)) if error.class() == ErrorClass::Definite => {
+                Some(Err(error)) if error.is_record_fault() => {
                     if let Err(dlq_error) = self
                         .dead_letter(shard, window, transaction, path, &error, cancel)
                         .await
@@ -606,15 +614,17 @@ impl ShardContext {
         }
     }
 
-    /// Records `ERROR` at `window` for a definite error and returns the outcome.
-    async fn fail(
+    /// Records `ERROR` at `window` (and the error's text) for an error that stops the shard,
+    /// and returns the outcome. Every failure is recorded, also one met before the shard
+    /// applied anything, except the loss of the lease: another writer owns the shard then.
+    pub(crate) async fn fail(
         &self,
         shard: &ShardId,
         window: Window,
         error: WriterError,
         cancel: &CancellationToken,
     ) -> ShardOutcome {
-        if error.class() == ErrorClass::Definite {
+        if !error.is_lease() {
             // The text first, so that whoever sees `ERROR` finds it (`revrepl status`).
             self.record_error_text(shard, window, &error, cancel).await;
             if let Some(outcome) = self
@@ -625,6 +635,20 @@ impl ShardContext {
             }
         }
         ShardOutcome::Failed(error)
+    }
+
+    /// [`ShardContext::fail`] for a failure before the shard's loop started (connecting, the
+    /// checkpoint), with the log line and metric the loop gives its own failures.
+    pub(crate) async fn fail_at_start(
+        &self,
+        shard: &ShardId,
+        window: Window,
+        error: WriterError,
+        cancel: &CancellationToken,
+    ) -> ShardOutcome {
+        self.metrics.shard_failed(shard, true);
+        tracing::error!(%shard, %window, %error, "shard stopped before applying anything");
+        self.fail(shard, window, error, cancel).await
     }
 
     /// Records `error`'s text with the failing window in `shard_errors`, once (the store

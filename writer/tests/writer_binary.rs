@@ -265,6 +265,30 @@ poll_interval = "200ms"
         self.finish_command(child, mode)
     }
 
+    /// Like [`Setup::spawn`], with `--until until` instead of the end of the last window.
+    fn spawn_until(&self, mode: &str, extra: &[&str], until: &str) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("writer.log"))
+            .expect("log");
+        Command::new(env!("CARGO_BIN_EXE_revrepl-writer"))
+            .args(extra)
+            .arg("--config")
+            .arg(&self.config)
+            .args(["--mode", mode, "--until", until])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn revrepl-writer")
+    }
+
+    /// The whole log.
+    fn full_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("writer.log")).unwrap_or_default()
+    }
+
     /// Adds the configuration, `--mode`, `--until` and the log to `command`, and starts it.
     fn finish_command(&self, mut command: Command, mode: &str) -> Child {
         let log = std::fs::OpenOptions::new()
@@ -342,6 +366,8 @@ async fn killed_writers_resume_to_the_exact_state_applying_nothing_twice() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_500))).await;
         let _ = child.kill();
         let _ = child.wait();
+        // The killed writer's lease is still recorded; the next writer, on the same host,
+        // sees its process is gone and takes the lease over at once.
         mode = "resume";
     }
     let status = finish(&setup, "resume").await;
@@ -364,7 +390,7 @@ async fn reference_style_unordered_files_apply_correctly() {
 }
 
 #[tokio::test]
-async fn a_shard_down_for_20_seconds_converges_while_others_go_on() {
+async fn a_shard_down_for_25_seconds_converges_while_others_go_on_and_recovers_within_5_seconds() {
     let mut setup = Setup::new(2, 200, false).await;
     // Start with shard s1 already down; s0 must keep applying meanwhile.
     setup.shards[1].stop().expect("stop s1");
@@ -376,7 +402,7 @@ async fn a_shard_down_for_20_seconds_converges_while_others_go_on() {
         {
             break true;
         }
-        if down_at.elapsed() > Duration::from_secs(20) {
+        if down_at.elapsed() > Duration::from_secs(25) {
             break false;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -386,7 +412,7 @@ async fn a_shard_down_for_20_seconds_converges_while_others_go_on() {
         "s0 did not finish while s1 was down\n{}",
         setup.log()
     );
-    while down_at.elapsed() < Duration::from_secs(20) {
+    while down_at.elapsed() < Duration::from_secs(25) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
@@ -394,6 +420,24 @@ async fn a_shard_down_for_20_seconds_converges_while_others_go_on() {
         "s1 cannot have progressed"
     );
     setup.shards[1].restart().expect("restart s1");
+    // Issue 11 finding 6: the retry delay is capped, so the shard applies again within 5 s of
+    // its server accepting connections, however long it was down.
+    let back_at = Instant::now();
+    let recovery = loop {
+        if setup.status("s1").await.is_some() {
+            break back_at.elapsed();
+        }
+        assert!(
+            back_at.elapsed() < Duration::from_secs(60),
+            "s1 applied nothing within a minute of its restart\n{}",
+            setup.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        recovery < Duration::from_secs(5),
+        "s1 applied its first window {recovery:?} after its server came back (at most 5 s)"
+    );
     let status =
         tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(180)))
             .await
@@ -402,6 +446,7 @@ async fn a_shard_down_for_20_seconds_converges_while_others_go_on() {
     assert_eq!(setup.state(0).await, setup.expected["s0"]);
     assert_eq!(setup.state(1).await, setup.expected["s1"]);
     assert!(setup.log().contains("retrying"), "retries are logged");
+    eprintln!("s1 applied again {recovery:?} after its server came back");
 }
 
 #[tokio::test]
@@ -753,4 +798,226 @@ async fn metrics_are_pushed_by_otlp_when_an_endpoint_is_set() {
         setup.log()
     );
     assert!(contains(b"revrepl-writer"), "the service name is sent");
+}
+
+/// Issue 11 finding 4: with the dead-letter policy, what is not a record's fault (here a table
+/// missing in MySQL, as after a DDL change) stops the shard with `ERROR`; nothing is set
+/// aside.
+#[tokio::test]
+async fn dead_letter_policy_does_not_set_aside_what_is_not_a_records_fault() {
+    let setup = Setup::new(1, 10, false).await;
+    let mut s0 = connect(&format!("{}/app", setup.shards[0].url())).await;
+    s0.query_drop("DROP TABLE users").await.expect("drop");
+    let mut child = setup.spawn("regular", &["--set", "writer.dead_letter=true"]);
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(120)))
+            .await
+            .expect("join");
+    let buffer = LocalDirectory::new(setup.dir.path().join("buffer"));
+    let letters = buffer.list("dlq/").await.expect("list dlq");
+    assert!(
+        letters.is_empty(),
+        "{} transaction(s) set aside for a missing table: {letters:?}",
+        letters.len()
+    );
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "a missing table stops the shard\n{}",
+        setup.log()
+    );
+    let progress = setup.status("s0").await.expect("progress row");
+    assert_eq!(
+        (progress.status, progress.file_start_interval),
+        (ProcessStatus::Error, window(0).start())
+    );
+}
+
+/// Issue 11 finding 5: a shard that fails before it applies anything (an unreadable
+/// checkpoint at start-up) is recorded as `ERROR` with its error text, like any other failure.
+#[tokio::test]
+async fn a_shard_failing_before_it_applies_anything_is_recorded_as_error() {
+    let setup = Setup::new(1, 5, false).await;
+    let mut s0 = connect(&format!("{}/app", setup.shards[0].url())).await;
+    s0.query_drop(revrepl_writer::checkpoint::CREATE_CHECKPOINT_TABLE)
+        .await
+        .expect("checkpoint table");
+    // A window that ends where it starts: unreadable.
+    s0.query_drop(
+        "INSERT INTO revrepl_checkpoint (run_id, shard, window_start, window_end) \
+         VALUES ('wrun', 's0', '2023-11-14 22:13:20', '2023-11-14 22:13:20')",
+    )
+    .await
+    .expect("corrupt checkpoint");
+    let status = finish(&setup, "regular").await;
+    assert_eq!(status.code(), Some(3), "{}", setup.log());
+    let progress = setup.status("s0").await;
+    assert_eq!(
+        progress.map(|p| (p.status, p.file_start_interval)),
+        Some((ProcessStatus::Error, window(0).start())),
+        "the failure is recorded for resumeFailed and `revrepl status`\n{}",
+        setup.log()
+    );
+    let errors = setup
+        .metadata
+        .shard_errors(&RunId::new(RUN).expect("run"))
+        .await
+        .expect("read shard errors");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].error.contains("checkpoint"),
+        "the text says what failed: {}",
+        errors[0].error
+    );
+}
+
+/// Issue 11 finding 7: a writer whose run is not recorded logs the wait once (not every poll),
+/// and gives up with a clear message when `--until` lies before anything the run could hold.
+#[tokio::test]
+async fn a_writer_whose_run_is_never_recorded_logs_once_and_gives_up_when_until_is_past() {
+    let setup = Setup::new(1, 1, false).await;
+    // Waiting makes sense (until far ahead): the wait is logged once, not every 200 ms.
+    let mut child = setup.spawn_until(
+        "regular",
+        &["--set", "run_id=never-recorded"],
+        "2100-01-01T00:00:00Z",
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let waits = setup
+        .full_log()
+        .matches("waiting for the reader to record the run")
+        .count();
+    assert_eq!(waits, 1, "the wait is logged once\n{}", setup.log());
+
+    // --until is long past and no start is configured: a reader starting now records a run
+    // starting now, so nothing up to --until can ever be applied.
+    let mut child = setup.spawn("regular", &["--set", "run_id=never-recorded"]);
+    let status = tokio::task::spawn_blocking(move || {
+        revrepl_test_services::wait_for_exit(&mut child, Duration::from_secs(20))
+    })
+    .await
+    .expect("join");
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "the writer still waited after 20 s although --until is in the past\n{}",
+            setup.log()
+        )
+    });
+    assert_eq!(status.code(), Some(2), "{}", setup.log());
+    let log = setup.log();
+    assert!(
+        log.contains("\"never-recorded\" is not recorded") && log.contains("--until"),
+        "{log}"
+    );
+}
+
+/// Issue 11 finding 3(a): a shard still marked `REPROCESS` is re-applied from its
+/// `file_start_interval` by a writer restarted in `resume` (as `revrepl run` restarts a
+/// crashed `reprocess` writer), not skipped because the checkpoint covers it.
+#[tokio::test]
+async fn resume_reapplies_a_shard_still_marked_reprocess() {
+    let setup = Setup::new(1, 30, false).await;
+    let status = finish(&setup, "regular").await;
+    assert!(status.success(), "writer failed: {status}\n{}", setup.log());
+    let run = RunId::new(RUN).expect("run");
+    let progress = ProcessProgress {
+        shard: ShardId::new("s0").expect("id"),
+        status: ProcessStatus::Reprocess,
+        file_start_interval: window(20).start(),
+    };
+    setup
+        .metadata
+        .set_process_progress(&run, &progress)
+        .await
+        .expect("mark");
+    let before = setup.state(0).await;
+    let status = finish(&setup, "resume").await;
+    assert!(status.success(), "resume failed: {status}\n{}", setup.log());
+    let after = setup.state(0).await;
+    assert_eq!(after.rows, before.rows, "re-applying gives the same rows");
+    let more: i64 = after.changes.values().sum::<i64>() - before.changes.values().sum::<i64>();
+    assert!(
+        more > 0,
+        "resume applied windows 20.. again\n{}",
+        setup.log()
+    );
+    let done = setup.status("s0").await.expect("progress");
+    assert_eq!(
+        (done.status, done.file_start_interval),
+        (ProcessStatus::Success, window(setup.windows - 1).start())
+    );
+}
+
+/// Issue 11 finding 8: a second writer of the same run and shard is refused (naming the
+/// holder and the expiry) while the first runs; once the first is killed with SIGKILL, a new
+/// writer on the same host takes its lease over.
+#[tokio::test]
+async fn a_second_writer_of_a_shard_is_refused_while_the_first_runs() {
+    let setup = Setup::new(1, 10, false).await;
+    let ttl = ["--set", "metadata.lease_ttl=3s"];
+    // The first writer applies everything, then keeps waiting for more.
+    let mut first = setup.spawn_until("regular", &ttl, "2100-01-01T00:00:00Z");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while setup.status("s0").await.map(|p| p.file_start_interval)
+        != Some(window(setup.windows - 1).start())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first writer applied nothing\n{}",
+            setup.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut second = setup.spawn("resume", &ttl);
+    let status = tokio::task::spawn_blocking(move || {
+        revrepl_test_services::wait_for_exit(&mut second, Duration::from_secs(20))
+    })
+    .await
+    .expect("join");
+    let log = setup.full_log();
+    let status = status.unwrap_or_else(|| panic!("the second writer ran beside the first\n{log}"));
+    assert!(!status.success(), "the second writer is refused\n{log}");
+    let refusal = format!(
+        "run \"wrun\": the writer of shard s0 is already running: {} pid {} #",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default(),
+        first.id()
+    );
+    assert!(log.contains(&refusal), "{refusal:?} not in\n{log}");
+    assert!(log.contains("until 20"), "the expiry is named\n{log}");
+
+    // SIGKILL: no release. A writer started on another host would wait for the lease to
+    // expire; one on this host sees that the holder's process is gone and takes over at once.
+    let _ = first.kill();
+    let _ = first.wait();
+    let run = RunId::new(RUN).expect("run");
+    let leases = setup.metadata.leases(&run).await.expect("leases");
+    assert!(
+        leases.iter().any(|l| l.role == "writer:s0"),
+        "the killed writer's lease is still there: {leases:?}"
+    );
+    let status = finish(&setup, "resume").await;
+    assert!(
+        status.success(),
+        "a writer after the holder died runs: {status}\n{}",
+        setup.log()
+    );
+    assert!(
+        setup.log().contains("taking the lease over"),
+        "{}",
+        setup.log()
+    );
+    // It released its lease when it stopped.
+    let left: Vec<String> = setup
+        .metadata
+        .leases(&run)
+        .await
+        .expect("leases")
+        .into_iter()
+        .map(|l| l.role)
+        .collect();
+    assert!(left.is_empty(), "a clean stop releases the lease: {left:?}");
 }

@@ -33,6 +33,9 @@ pub trait Backend: Sized + Send + Sync {
     /// tables: what a database the reference (or an older revrepl) created looks like.
     async fn drop_shard_errors(&self);
 
+    /// Drops one of revrepl's own tables (no suffix), such as `leases`.
+    async fn drop_table(&self, table: &str);
+
     /// The error of a call on a store that cannot be reached.
     async fn unreachable_error(&self) -> MetadataError;
 
@@ -105,6 +108,13 @@ impl Backend for Sqlite {
         let connection = rusqlite::Connection::open(self.path()).expect("open the SQLite file");
         connection
             .execute_batch("DROP TABLE shard_errors")
+            .expect("drop the table");
+    }
+
+    async fn drop_table(&self, table: &str) {
+        let connection = rusqlite::Connection::open(self.path()).expect("open the SQLite file");
+        connection
+            .execute_batch(&format!("DROP TABLE {table}"))
             .expect("drop the table");
     }
 
@@ -221,6 +231,10 @@ impl Backend for Spanner {
 
     async fn drop_shard_errors(&self) {
         self.update_ddl("DROP TABLE shard_errors").await;
+    }
+
+    async fn drop_table(&self, table: &str) {
+        self.update_ddl(&format!("DROP TABLE {table}")).await;
     }
 
     async fn unreachable_error(&self) -> MetadataError {

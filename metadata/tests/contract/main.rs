@@ -34,6 +34,10 @@ macro_rules! contract_suite {
                 shard_registration_never_moves_rows,
                 malformed_table_is_fatal_and_names_the_table,
                 unreachable_store_is_transient,
+                a_lease_has_one_owner_until_it_expires_or_is_released,
+                concurrent_lease_requests_admit_exactly_one_owner,
+                missing_leases_table_holds_nothing_and_says_so,
+                a_lease_keeper_refuses_a_second_holder_and_stops_when_taken_over,
             );
         }
     };

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use revrepl_metadata::{
-    CreatedWindows, MAX_ERROR_TEXT_BYTES, MetadataError, MetadataStore, MissingTables,
-    ProcessProgress, ProcessStatus, RunId, RunRecord, ShardError,
+    CreatedWindows, Lease, LeaseAttempt, LeaseKeeper, LeaseOwner, LeaseRole, MAX_ERROR_TEXT_BYTES,
+    MIN_LEASE_TTL, MetadataError, MetadataStore, MissingTables, ProcessProgress, ProcessStatus,
+    RunId, RunRecord, ShardError,
 };
 use revrepl_record::{Classify, ErrorClass, ShardId, Timestamp, Window, WindowDuration};
 
@@ -887,4 +888,278 @@ pub async fn writes_survive_aborted_transactions<B: Backend>(backend: &B) {
             window(WINDOWS - 1).start()
         ))
     );
+}
+
+fn lease(role: &str, owner: &str, expires_at: Timestamp) -> Lease {
+    Lease {
+        role: role.to_owned(),
+        owner: owner.to_owned(),
+        expires_at,
+    }
+}
+
+pub async fn a_lease_has_one_owner_until_it_expires_or_is_released<B: Backend>(backend: &B) {
+    let store = ready(backend).await;
+    let r = run("run-1");
+    let (now, later) = (ts(T0), ts(T0 + 30));
+    let take = |role: &'static str, owner: &'static str, now: Timestamp, until: Timestamp| {
+        let store = Arc::clone(&store);
+        let r = r.clone();
+        async move {
+            store
+                .acquire_lease(&r, role, owner, now, until)
+                .await
+                .expect("the store answers")
+        }
+    };
+    assert_eq!(
+        take("reader", "a", now, later).await,
+        LeaseAttempt::Acquired
+    );
+    // Another owner is refused, and told who holds it until when.
+    assert_eq!(
+        take("reader", "b", ts(T0 + 29), ts(T0 + 59)).await,
+        LeaseAttempt::HeldBy(lease("reader", "a", later))
+    );
+    // The owner renews.
+    assert_eq!(
+        take("reader", "a", ts(T0 + 10), ts(T0 + 40)).await,
+        LeaseAttempt::Acquired
+    );
+    assert_eq!(
+        take("reader", "b", ts(T0 + 39), ts(T0 + 69)).await,
+        LeaseAttempt::HeldBy(lease("reader", "a", ts(T0 + 40)))
+    );
+    // Other roles and other runs are other leases.
+    assert_eq!(
+        take("writer:s1", "b", ts(T0 + 39), ts(T0 + 69)).await,
+        LeaseAttempt::Acquired
+    );
+    assert_eq!(
+        store
+            .acquire_lease(&run("run-2"), "reader", "b", ts(T0 + 39), ts(T0 + 69))
+            .await,
+        Ok(LeaseAttempt::Acquired)
+    );
+    // Expired (at or after its expiry): another owner takes it over, and the old owner's
+    // renewal is refused.
+    assert_eq!(
+        take("reader", "b", ts(T0 + 40), ts(T0 + 70)).await,
+        LeaseAttempt::Acquired
+    );
+    assert_eq!(
+        take("reader", "a", ts(T0 + 41), ts(T0 + 71)).await,
+        LeaseAttempt::HeldBy(lease("reader", "b", ts(T0 + 70)))
+    );
+    assert_eq!(
+        store.leases(&r).await,
+        Ok(vec![
+            lease("reader", "b", ts(T0 + 70)),
+            lease("writer:s1", "b", ts(T0 + 69)),
+        ])
+    );
+    // Only the owner releases; then anyone takes it at once.
+    store
+        .release_lease(&r, "reader", "a")
+        .await
+        .expect("release");
+    assert_eq!(
+        take("reader", "c", ts(T0 + 42), ts(T0 + 72)).await,
+        LeaseAttempt::HeldBy(lease("reader", "b", ts(T0 + 70)))
+    );
+    store
+        .release_lease(&r, "reader", "b")
+        .await
+        .expect("release");
+    assert_eq!(
+        take("reader", "c", ts(T0 + 42), ts(T0 + 72)).await,
+        LeaseAttempt::Acquired
+    );
+    assert_eq!(
+        store.leases(&run("run-2")).await,
+        Ok(vec![lease("reader", "b", ts(T0 + 69))])
+    );
+}
+
+pub async fn concurrent_lease_requests_admit_exactly_one_owner<B: Backend>(backend: &B) {
+    ready(backend).await;
+    let r = run("run-1");
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        // Separate store instances: separate processes.
+        let store = backend.open().await;
+        let r = r.clone();
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("owner-{i}");
+            let attempt = store
+                .acquire_lease(&r, "writer:s1", &owner, ts(T0), ts(T0 + 30))
+                .await
+                .expect("the store answers");
+            (owner, attempt)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut refused_by = Vec::new();
+    for task in tasks {
+        let (owner, attempt) = task.await.expect("task");
+        match attempt {
+            LeaseAttempt::Acquired => winners.push(owner),
+            LeaseAttempt::HeldBy(held) => refused_by.push(held.owner),
+            LeaseAttempt::NoTable => panic!("the table exists"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one owner: {winners:?}");
+    assert!(
+        refused_by.iter().all(|o| *o == winners[0]),
+        "every other request names the winner: {refused_by:?} vs {winners:?}"
+    );
+}
+
+pub async fn missing_leases_table_holds_nothing_and_says_so<B: Backend>(backend: &B) {
+    ready(backend).await;
+    // What a database the reference (or an older revrepl) created looks like.
+    backend.drop_table("leases").await;
+    let store = backend.open().await;
+    store
+        .ensure_tables(MissingTables::Fail)
+        .await
+        .expect("the optional table may be missing");
+    let r = run("run-1");
+    assert_eq!(
+        store
+            .acquire_lease(&r, "reader", "a", ts(T0), ts(T0 + 30))
+            .await,
+        Ok(LeaseAttempt::NoTable)
+    );
+    assert_eq!(store.release_lease(&r, "reader", "a").await, Ok(()));
+    assert_eq!(store.leases(&r).await, Ok(Vec::new()));
+    // A keeper runs without protection (and warns) rather than refusing to run.
+    let keeper = LeaseKeeper::acquire(
+        Arc::clone(&store),
+        r.clone(),
+        LeaseRole::Reader,
+        LeaseOwner::new("a"),
+        MIN_LEASE_TTL,
+    )
+    .await
+    .expect("no table: nothing to hold");
+    assert_eq!(keeper.check(), Ok(()));
+    keeper.release().await;
+    // Creating the tables adds it.
+    store
+        .ensure_tables(MissingTables::Create)
+        .await
+        .expect("the table is created");
+    assert_eq!(
+        store
+            .acquire_lease(&r, "reader", "a", ts(T0), ts(T0 + 30))
+            .await,
+        Ok(LeaseAttempt::Acquired)
+    );
+}
+
+pub async fn a_lease_keeper_refuses_a_second_holder_and_stops_when_taken_over<B: Backend>(
+    backend: &B,
+) {
+    let store = ready(backend).await;
+    let r = run("run-1");
+    let role = LeaseRole::Writer(shard("s1"));
+    let first = LeaseKeeper::acquire(
+        Arc::clone(&store),
+        r.clone(),
+        role.clone(),
+        LeaseOwner::new("host-a pid 1 #aa"),
+        MIN_LEASE_TTL,
+    )
+    .await
+    .expect("the first keeper takes the lease");
+    let refused = LeaseKeeper::acquire(
+        backend.open().await,
+        r.clone(),
+        role.clone(),
+        LeaseOwner::new("host-b pid 2 #bb"),
+        MIN_LEASE_TTL,
+    )
+    .await
+    .expect_err("a second keeper is refused");
+    assert!(
+        matches!(refused, MetadataError::LeaseHeld { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(refused.class(), ErrorClass::Fatal);
+    let message = refused.to_string();
+    for part in [
+        "run \"run-1\"",
+        "the writer of shard s1",
+        "host-a pid 1 #aa",
+        "leases",
+    ] {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+    // The first keeper renews: after more than its time to live it still holds the lease.
+    tokio::time::sleep(MIN_LEASE_TTL + Duration::from_millis(500)).await;
+    assert_eq!(first.check(), Ok(()));
+    assert!(
+        matches!(
+            LeaseKeeper::acquire(
+                backend.open().await,
+                r.clone(),
+                role.clone(),
+                LeaseOwner::new("host-b pid 2 #bb"),
+                MIN_LEASE_TTL,
+            )
+            .await,
+            Err(MetadataError::LeaseHeld { .. })
+        ),
+        "renewed, so still refused"
+    );
+    // Another process takes it over (as if the first one's lease had expired on its clock):
+    // the first keeper notices at its next renewal and says so.
+    let far = Timestamp::from(chrono::Utc::now() + chrono::Duration::hours(1));
+    let later = Timestamp::from(chrono::Utc::now() + chrono::Duration::hours(2));
+    store
+        .acquire_lease(&r, &role.key(), "intruder", far, later)
+        .await
+        .expect("taken over");
+    let lost = first.lost();
+    tokio::time::timeout(MIN_LEASE_TTL, lost.cancelled())
+        .await
+        .expect("the keeper notices the takeover within a renewal interval");
+    let error = first.check().expect_err("the lease is lost");
+    assert!(
+        matches!(&error, MetadataError::LeaseLost { reason, .. } if reason.contains("intruder")),
+        "{error:?}"
+    );
+    // Releasing a lost lease leaves the new owner's row alone.
+    first.release().await;
+    assert_eq!(
+        store
+            .leases(&r)
+            .await
+            .expect("read")
+            .first()
+            .map(|l| l.owner.clone()),
+        Some("intruder".to_owned())
+    );
+    // A released lease is free at once.
+    let reader = LeaseKeeper::acquire(
+        Arc::clone(&store),
+        r.clone(),
+        LeaseRole::Reader,
+        LeaseOwner::new("a"),
+        MIN_LEASE_TTL,
+    )
+    .await
+    .expect("taken");
+    reader.release().await;
+    let again = LeaseKeeper::acquire(
+        backend.open().await,
+        r.clone(),
+        LeaseRole::Reader,
+        LeaseOwner::new("b"),
+        MIN_LEASE_TTL,
+    )
+    .await
+    .expect("released leases are free at once");
+    again.release().await;
 }
