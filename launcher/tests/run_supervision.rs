@@ -142,6 +142,7 @@ async fn a_crashed_reader_is_restarted_in_resume_mode() {
 #[tokio::test]
 async fn sigterm_stops_both_children_and_exits_143() {
     let body = r#"trap 'echo "$0 got TERM" >&2; exit 0' TERM
+echo "$0 ready" >&2
 while :; do sleep 0.1; done"#;
     let fakes = Fakes::new(body, body);
     let mut command = fakes.command(&[
@@ -159,11 +160,12 @@ while :; do sleep 0.1; done"#;
         .expect("start revrepl run");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let mut seen = Vec::new();
-    // Wait until both children are up, then SIGTERM revrepl.
+    // Wait until both children are up and handle SIGTERM (on a loaded machine a child may be
+    // started but not yet have set its trap), then SIGTERM revrepl.
     let started = tokio::time::timeout(Duration::from_secs(30), async {
         while let Ok(Some(line)) = lines.next_line().await {
             seen.push(line);
-            if seen.iter().filter(|l| l.contains(" started (pid ")).count() == 2 {
+            if seen.iter().filter(|l| l.ends_with(" ready")).count() == 2 {
                 return true;
             }
         }
