@@ -54,8 +54,11 @@ Examples:
 Marks the shards REPROCESS in shard_file_process_progress. Without --from, a shard is
 reprocessed from the window it is at (the failed window for ERROR, the last applied window for
 SUCCESS, the run's start when the writer has recorded nothing). --from is aligned down to the
-run's window grid. The writer's reprocess mode then applies those shards again from there,
-even what the shard's checkpoint says was applied.";
+run's window grid; one past where a shard has applied to (the window after its last SUCCESS
+window, or its ERROR window) is refused, since the windows in between would never be
+applied, unless --force. The writer's reprocess mode then applies those shards again from
+there, even what the shard's checkpoint says was applied; so does a writer restarted in
+resume mode while a shard is still REPROCESS.";
 
 const VALIDATE_EXAMPLES: &str = "\
 Examples:
@@ -387,6 +390,10 @@ pub struct ReprocessArgs {
     /// shard is at.
     #[arg(long, value_parser = parse_timestamp, value_name = "TIME")]
     pub from: Option<Timestamp>,
+    /// Allow a --from past where a shard has applied to: the windows in between are then
+    /// never applied (they are listed).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `revrepl validate`.

@@ -139,7 +139,8 @@ pub async fn run(cli: Cli) -> Result<u8, LauncherError> {
             let store = store::open_existing(&config).await?;
             let run_id = RunId::new(config.run_id.clone())?;
             let marked =
-                reprocess::reprocess(store.as_ref(), &run_id, &args.shards, args.from).await?;
+                reprocess::reprocess(store.as_ref(), &run_id, &args.shards, args.from, args.force)
+                    .await?;
             print!(
                 "{}",
                 reprocess::render_text(&run_id, &marked, config_path.as_deref())

@@ -511,6 +511,7 @@ mod tests {
                 window: "10s".into(),
                 now: ts(1_200),
                 shards,
+                running: Vec::new(),
             }),
             waiting: None,
             applied_records: BTreeMap::from([("a".to_string(), 7), ("b".to_string(), 5)]),

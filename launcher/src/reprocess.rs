@@ -1,8 +1,11 @@
 //! `revrepl reprocess`: marks shards `REPROCESS` in `shard_file_process_progress`, so that
 //! the writer's `reprocess` mode applies them again from a chosen window (DESIGN §7).
 //!
-//! Every shard named is checked before anything is written: it must belong to the run, and
-//! the start must lie inside the run. Then each shard's row is replaced.
+//! Every shard named is checked before anything is written: it must belong to the run, the
+//! start must lie inside the run, and it must not lie past where the shard has applied to
+//! (the window after its last `SUCCESS` window, or its `ERROR`/`REPROCESS` window): the
+//! windows in between would never be applied. `--force` allows that, and says what is
+//! skipped. Then each shard's row is replaced.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -21,15 +24,20 @@ pub struct Marked {
     pub from: Timestamp,
     /// The shard's row before, if it had one.
     pub previous: Option<ProcessProgress>,
+    /// The windows `[start, end)` that will never be applied: `from` lies past where the
+    /// shard had applied to (only with `force`).
+    pub skipped: Option<(Timestamp, Timestamp)>,
 }
 
 /// Marks `shards` of `run_id` `REPROCESS` from the window containing `from`, or from the
-/// window each shard is at.
+/// window each shard is at. A `from` past where a shard has applied to is refused, unless
+/// `force`.
 pub async fn reprocess(
     store: &dyn MetadataStore,
     run_id: &RunId,
     shards: &[String],
     from: Option<Timestamp>,
+    force: bool,
 ) -> Result<Vec<Marked>, LauncherError> {
     let run = store.require_run(run_id).await?;
     let known: BTreeSet<ShardId> = store
@@ -81,11 +89,39 @@ pub async fn reprocess(
         let start = from
             .or(previous.as_ref().map(|p| p.file_start_interval))
             .unwrap_or(run.start());
+        // Where the writer would go on without reprocessing: everything before is applied.
+        let applied_to = previous
+            .as_ref()
+            .map_or(run.start(), |p| p.resume_from(run.window()));
+        let skipped = (start > applied_to).then_some((applied_to, start));
         planned.push(Marked {
             shard,
             from: start,
             previous,
+            skipped,
         });
+    }
+    let gaps: Vec<String> = planned
+        .iter()
+        .filter_map(|m| {
+            let (applied_to, start) = m.skipped?;
+            Some(format!(
+                "shard {} has applied up to {} only, so reprocessing from {} would skip the \
+                 windows from {} to {}",
+                m.shard,
+                applied_to.to_rfc3339_millis(),
+                start.to_rfc3339_millis(),
+                applied_to.to_rfc3339_millis(),
+                start.to_rfc3339_millis()
+            ))
+        })
+        .collect();
+    if !gaps.is_empty() && !force {
+        return Err(LauncherError::Usage(format!(
+            "{}; nothing was marked. Choose an earlier --from, or add --force to skip those \
+             windows for good",
+            gaps.join("; ")
+        )));
     }
     for marked in &planned {
         store
@@ -111,11 +147,22 @@ pub fn render_text(run_id: &RunId, marked: &[Marked], config: Option<&std::path:
             .previous
             .as_ref()
             .map_or("no progress recorded".to_string(), |p| {
-                format!("was {} at {}", p.status, p.file_start_interval)
+                format!(
+                    "was {} at {}",
+                    p.status,
+                    p.file_start_interval.to_rfc3339_millis()
+                )
             });
+        let skipped = m.skipped.map_or(String::new(), |(start, end)| {
+            format!(
+                "; skips the windows from {} to {}",
+                start.to_rfc3339_millis(),
+                end.to_rfc3339_millis()
+            )
+        });
         let _ = writeln!(
             out,
-            "shard {}: REPROCESS from {} ({before})",
+            "shard {}: REPROCESS from {} ({before}){skipped}",
             m.shard,
             m.from.to_rfc3339_millis()
         );

@@ -314,7 +314,13 @@ pub fn shell_line(argv: &[OsString]) -> String {
 /// Restart modes from the metadata store: the reader resumes once its run is recorded; a
 /// writer started in `regular` mode resumes once every shard has progress (before that,
 /// `resume` would skip shards the writer had not reached); a `resumeSuccess` writer keeps its
-/// mode (the shards the operator left out stay out); every other writer resumes.
+/// mode (the shards the operator left out stay out); every other writer resumes. A writer
+/// started in `reprocess` mode resumes too: `resume` re-applies every shard still marked
+/// `REPROCESS` from its `file_start_interval` (rewinding its checkpoint, as `reprocess` does)
+/// and continues the shards whose reprocessing already began from their progress.
+///
+/// The restarted child finds the crashed one's lease in the metadata store; as the crashed
+/// process is gone from this host, it takes the lease over at once.
 pub struct MetadataRestartModes {
     config: Config,
 }

@@ -35,6 +35,21 @@ pub struct StatusReport {
     pub now: Timestamp,
     /// One entry per shard, sorted by shard.
     pub shards: Vec<ShardStatus>,
+    /// The processes running the run now: the holders of its unexpired leases (the reader,
+    /// each shard's writer), sorted by role. Empty without a `leases` table.
+    pub running: Vec<RunningProcess>,
+}
+
+/// A process holding one of the run's leases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunningProcess {
+    /// `reader` or `writer:<shard>`.
+    pub role: String,
+    /// Host, pid and random id of the process.
+    pub owner: String,
+    /// When its lease expires unless renewed.
+    #[serde(serialize_with = "rfc3339")]
+    pub lease_until: Timestamp,
 }
 
 /// The writer's status of a shard as `status` shows it.
@@ -228,6 +243,21 @@ pub async fn status(
             )
         })
         .collect();
+    let running = match store.leases(run_id).await {
+        Ok(leases) => leases
+            .into_iter()
+            .filter(|lease| lease.expires_at > now)
+            .map(|lease| RunningProcess {
+                role: lease.role,
+                owner: lease.owner,
+                lease_until: lease.expires_at,
+            })
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the leases: not showing what runs");
+            Vec::new()
+        }
+    };
     Ok(StatusReport {
         run_id: run_id.to_string(),
         store: store.location().to_string(),
@@ -235,6 +265,7 @@ pub async fn status(
         window: run.window().to_string(),
         now,
         shards,
+        running,
     })
 }
 
@@ -349,6 +380,18 @@ pub fn render_text(report: &StatusReport) -> String {
             out,
             "{errors} shard(s) in ERROR: fix the cause (see LAST ERROR and the writer's log), \
              then run the writer with --mode resumeFailed, or `revrepl reprocess --shard …`"
+        );
+    }
+    for process in &report.running {
+        let role = match process.role.strip_prefix("writer:") {
+            Some(shard) => format!("the writer of shard {shard}"),
+            None => format!("the {}", process.role),
+        };
+        let _ = writeln!(
+            out,
+            "running: {role} on {} (lease until {})",
+            process.owner,
+            process.lease_until.to_rfc3339_millis()
         );
     }
     out
@@ -555,6 +598,11 @@ mod tests {
                     last_error: Some("boom:\n  at line 2".into()),
                 },
             ],
+            running: vec![RunningProcess {
+                role: "writer:a".into(),
+                owner: "host-1 pid 7 #00ff".into(),
+                lease_until: ts(1_230),
+            }],
         };
         let text = render_text(&report);
         let lines: Vec<&str> = text.lines().collect();
@@ -567,5 +615,13 @@ mod tests {
         assert_eq!(json["shards"][1]["status"], "ERROR");
         assert_eq!(json["shards"][1]["last_error"], "boom:\n  at line 2");
         assert_eq!(json["shards"][0]["applied_upto"], "1970-01-01T00:18:20Z");
+        assert!(
+            text.contains(
+                "running: the writer of shard a on host-1 pid 7 #00ff (lease until \
+                 1970-01-01T00:20:30.000Z)"
+            ),
+            "{text}"
+        );
+        assert_eq!(json["running"][0]["role"], "writer:a");
     }
 }

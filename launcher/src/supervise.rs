@@ -2,6 +2,10 @@
 //! started again after a jittered backoff when it dies unexpectedly; all of them are stopped
 //! cleanly (SIGTERM, then SIGKILL after a grace period) when asked.
 //!
+//! Children die with the supervisor: each gets SIGTERM from the kernel when `revrepl run`
+//! dies, even by SIGKILL (Linux's parent-death signal), so none is left running beside the
+//! next `revrepl run`; the metadata store's leases refuse a second reader or writer anyway.
+//!
 //! What an exit means follows the reader's and the writer's exit codes: 0 finished (caught up
 //! to `--until`, or stopped), 2 bad configuration (starting again cannot help), 3 from the
 //! writer a shard failed (it needs an operator), anything else — including death by a signal
@@ -426,6 +430,7 @@ fn start(
     for name in &command.env_remove {
         process.env_remove(name);
     }
+    die_with_this_process(&mut process);
     match &spec.output {
         ChildOutput::Inherit => {}
         ChildOutput::Append(path) => {
@@ -463,6 +468,35 @@ fn start(
         }
     }
     Ok(child)
+}
+
+/// Makes the child get SIGTERM when this process dies, however it dies (SIGKILL included), so
+/// that no reader or writer outlives its supervisor and runs beside the next one: Linux's
+/// parent-death signal, set between fork and exec. SIGTERM, not SIGKILL, so that the child
+/// stops cleanly (recording nothing past durable work, releasing its lease). If this process
+/// died before the child set it up, the child does not start at all.
+///
+/// The signal is tied to the thread that started the child; the children are started from
+/// the runtime's worker threads, which live as long as the supervisor.
+fn die_with_this_process(process: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called: prctl(2) and getppid(2) are system calls
+    // that allocate nothing and take no locks; building the error allocates only on the
+    // path where the child gives up anyway.
+    unsafe {
+        process.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::other(
+                    "revrepl run exited before the child started",
+                ));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Sends every line `from` produces as [`SupervisorEvent::Output`], until end of file.

@@ -1031,3 +1031,102 @@ async fn drain_waits_until_every_shard_applied_the_target() {
         .abs();
     assert!(skew < 60, "`now` is Spanner's current time: {line}");
 }
+
+/// Issue 11 finding 3(b): `reprocess --from T` with T past where a shard has applied to
+/// would skip the windows between: refused, unless `--force`, which says what is skipped.
+#[tokio::test]
+async fn reprocess_from_past_a_shards_progress_is_refused_unless_forced() {
+    let workspace = Workspace::new(&[("s1", 3306), ("s2", 3306)], None);
+    let store = seeded_store(&workspace.path("metadata.db")).await;
+    let run_id = RunId::new("cli").expect("run id");
+    let window: WindowDuration = "10s".parse().expect("window");
+    store
+        .record_run(&RunRecord::new(run_id.clone(), ts(1_704_450_800), window).expect("run"))
+        .await
+        .expect("record run");
+    let shards: Vec<ShardId> = ["s1", "s2"]
+        .iter()
+        .map(|s| ShardId::new(*s).expect("shard"))
+        .collect();
+    store
+        .register_shards(&run_id, &shards, ts(1_704_450_800))
+        .await
+        .expect("register");
+    // s1 applied up to 10:35:00 (its last window starts at 10:34:50); s2 failed at 10:34:10.
+    for (shard, status, at) in [
+        (&shards[0], ProcessStatus::Success, 1_704_450_890),
+        (&shards[1], ProcessStatus::Error, 1_704_450_850),
+    ] {
+        store
+            .set_process_progress(
+                &run_id,
+                &ProcessProgress {
+                    shard: shard.clone(),
+                    status,
+                    file_start_interval: ts(at),
+                },
+            )
+            .await
+            .expect("progress");
+    }
+    let run = workspace
+        .revrepl(&[
+            "reprocess",
+            "--shard",
+            "s1,s2",
+            "--from",
+            "2024-01-05T10:34:40Z",
+        ])
+        .await;
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("shard s2")
+            && run.stderr.contains("2024-01-05T10:34:10.000Z")
+            && run.stderr.contains("--force"),
+        "{}",
+        run.stderr
+    );
+    // Nothing was written, not even for s1 (whose --from was fine).
+    for (shard, status) in [
+        (&shards[0], ProcessStatus::Success),
+        (&shards[1], ProcessStatus::Error),
+    ] {
+        let row = store
+            .process_progress(&run_id, shard)
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(row.status, status, "{shard}");
+    }
+    // Right at the end of what s1 applied: nothing skipped.
+    let run = workspace
+        .revrepl(&[
+            "reprocess",
+            "--shard",
+            "s1",
+            "--from",
+            "2024-01-05T10:35:00Z",
+        ])
+        .await;
+    run.expect_code(0);
+    let run = workspace
+        .revrepl(&[
+            "reprocess",
+            "--shard",
+            "s2",
+            "--from",
+            "2024-01-05T10:34:40Z",
+            "--force",
+        ])
+        .await;
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(
+            "shard s2: REPROCESS from 2024-01-05T10:34:40.000Z (was ERROR at \
+             2024-01-05T10:34:10.000Z); skips the windows from 2024-01-05T10:34:10.000Z to \
+             2024-01-05T10:34:40.000Z"
+        ),
+        "{}",
+        run.stdout
+    );
+}

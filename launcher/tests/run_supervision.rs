@@ -142,6 +142,7 @@ async fn a_crashed_reader_is_restarted_in_resume_mode() {
 #[tokio::test]
 async fn sigterm_stops_both_children_and_exits_143() {
     let body = r#"trap 'echo "$0 got TERM" >&2; exit 0' TERM
+echo "$0 ready" >&2
 while :; do sleep 0.1; done"#;
     let fakes = Fakes::new(body, body);
     let mut command = fakes.command(&[
@@ -159,11 +160,12 @@ while :; do sleep 0.1; done"#;
         .expect("start revrepl run");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let mut seen = Vec::new();
-    // Wait until both children are up, then SIGTERM revrepl.
+    // Wait until both children are up and handle SIGTERM (on a loaded machine a child may be
+    // started but not yet have set its trap), then SIGTERM revrepl.
     let started = tokio::time::timeout(Duration::from_secs(30), async {
         while let Ok(Some(line)) = lines.next_line().await {
             seen.push(line);
-            if seen.iter().filter(|l| l.contains(" started (pid ")).count() == 2 {
+            if seen.iter().filter(|l| l.ends_with(" ready")).count() == 2 {
                 return true;
             }
         }
@@ -265,4 +267,81 @@ async fn missing_binaries_and_configuration_are_usage_errors() {
     let (code, _, stderr) = output(command).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("needs a configuration file"), "{stderr}");
+}
+
+/// Whether process `pid` runs (exists and is not a zombie waiting to be reaped).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+    }
+}
+
+/// Issue 11 finding 8: `kill -9` of `revrepl run` takes its children with it (they get
+/// SIGTERM from the kernel), so none runs on beside the next `revrepl run`.
+#[tokio::test]
+async fn children_die_when_revrepl_run_is_killed_with_sigkill() {
+    let body = "while :; do sleep 0.1; done";
+    let fakes = Fakes::new(body, body);
+    let mut command = fakes.command(&[
+        "--reader-mode",
+        "resume",
+        "--writer-mode",
+        "resume",
+        "--progress",
+        "off",
+    ]);
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start revrepl run");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut pids: Vec<u32> = Vec::new();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while pids.len() < 2 {
+            let Ok(Some(line)) = lines.next_line().await else {
+                break;
+            };
+            if let Some(pid) = line
+                .split(" started (pid ")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|pid| pid.parse().ok())
+            {
+                pids.push(pid);
+            }
+            seen.push(line);
+        }
+    })
+    .await
+    .expect("children start within 30 s");
+    assert_eq!(pids.len(), 2, "{seen:?}");
+    assert!(pids.iter().all(|&pid| alive(pid)), "children run: {pids:?}");
+    let killed = tokio::process::Command::new("kill")
+        .args(["-KILL", &child.id().expect("pid").to_string()])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    let _ = child.wait().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|&pid| alive(pid)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let survivors: Vec<u32> = pids.iter().copied().filter(|&pid| alive(pid)).collect();
+    for &pid in &survivors {
+        // Do not leave them behind after the test.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(
+        survivors.is_empty(),
+        "children {survivors:?} outlived `revrepl run` by 10 s"
+    );
 }

@@ -112,23 +112,21 @@ pub enum MetadataError {
     /// Another process holds the lease of this run's reader, or of this shard's writer: a
     /// second one must not run beside it.
     #[error(
-        "run {run_id:?}: {role} is already running: {owner} holds its lease in table {table} of \
-         metadata store {store} until {expires_at} (renewed while it runs); stop that process \
-         first, or, if it died without releasing the lease, start again after that time"
+        "run {run_id:?}: {role} is already running: {owner} holds its lease in {place} until \
+         {expires_at} (renewed while it runs); stop that process first, or, if it died without \
+         releasing the lease, start again after that time"
     )]
     LeaseHeld {
-        /// The store.
-        store: String,
-        /// The leases table, with its suffix.
-        table: String,
+        /// Where: `table leases of metadata store sqlite /path/metadata.db`.
+        place: String,
         /// The run.
         run_id: String,
         /// Whose lease: `the reader` or `the writer of shard s1`.
         role: String,
         /// The process holding it: host, pid and a random id.
         owner: String,
-        /// When it expires unless renewed (RFC 3339).
-        expires_at: String,
+        /// When it expires unless renewed.
+        expires_at: revrepl_record::Timestamp,
     },
     /// This process no longer holds its lease (it could not renew it in time, or another
     /// process took it over): it must stop before recording more progress.
@@ -147,6 +145,9 @@ pub enum MetadataError {
         reason: String,
     },
 }
+
+// Errors are returned by value everywhere: keep them small.
+const _: () = assert!(std::mem::size_of::<MetadataError>() <= 120);
 
 impl Classify for MetadataError {
     fn class(&self) -> ErrorClass {

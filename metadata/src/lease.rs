@@ -198,12 +198,15 @@ impl LeaseKeeper {
             LeaseAttempt::Acquired => Some(local_deadline(began, ttl)),
             LeaseAttempt::HeldBy(lease) => {
                 return Err(MetadataError::LeaseHeld {
-                    store: store.location().to_owned(),
-                    table: store.tables().leases().to_owned(),
+                    place: format!(
+                        "table {} of metadata store {}",
+                        store.tables().leases(),
+                        store.location()
+                    ),
                     run_id: run_id.to_string(),
                     role: role.to_string(),
                     owner: lease.owner,
-                    expires_at: lease.expires_at.to_rfc3339(),
+                    expires_at: lease.expires_at,
                 });
             }
             LeaseAttempt::NoTable => {

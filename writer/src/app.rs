@@ -171,6 +171,8 @@ pub async fn run(
         return Ok(WriterSummary::default());
     };
     let starts = starting_points(&*metadata, &run, mode, &shards).await?;
+    let tls = tls_options(config)?;
+    // Last before the shards start: nothing after it may fail with the leases taken.
     let leases = take_leases(&metadata, config, &run_id, subset, &starts).await?;
     let context = ShardContext {
         run_id: run_id.clone(),
@@ -188,7 +190,6 @@ pub async fn run(
         metrics: WriterMetrics::global(),
         lease: None,
     };
-    let tls = tls_options(config)?;
     let mut tasks = JoinSet::new();
     let mut leases = leases;
     for shard in shards {

@@ -742,7 +742,7 @@ mod tests {
                 database: "app".into(),
             },
             WriterError::MissingColumn {
-                shard: shard.clone(),
+                shard,
                 table: "users".into(),
                 column: "name".into(),
             },

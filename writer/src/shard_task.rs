@@ -8,10 +8,13 @@
 //! - `shard_file_process_progress` says `SUCCESS` only for windows whose changes are committed
 //!   in MySQL (the applier's checkpoint commits with the data, so a crash between the two
 //!   replays nothing: the checkpoint skips what was applied).
-//! - A definite error stops this shard with `ERROR` at the failing window, its text recorded
-//!   in `shard_errors` for `revrepl status` (or, with the dead-letter policy, sets the failing
-//!   transaction aside in `dlq/` and goes on); transient errors are retried forever with
-//!   jittered backoff.
+//! - An error that stops this shard records `ERROR` at the failing window, its text in
+//!   `shard_errors` for `revrepl status` (also a failure before the loop, see
+//!   `app::run_shard`; not the loss of the lease, after which nothing is recorded). With the
+//!   dead-letter policy, an error caused by a record's content
+//!   ([`WriterError::is_record_fault`]) sets the failing transaction aside in `dlq/` instead
+//!   and goes on; nothing else is ever set aside. Transient errors are retried forever with
+//!   jittered backoff (capped, see `app::RETRY`).
 //!
 //! Pipelining: while one batch is applied (MySQL working, the writer waiting), the next
 //! batches are planned ([`PLANNED_AHEAD`] at most) and, during a window's last batch, the next

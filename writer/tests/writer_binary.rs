@@ -1021,3 +1021,60 @@ async fn a_second_writer_of_a_shard_is_refused_while_the_first_runs() {
         .collect();
     assert!(left.is_empty(), "a clean stop releases the lease: {left:?}");
 }
+
+/// A writer whose lease of a shard is taken over (as by another writer after a long metadata
+/// outage) stops that shard within the lease's time to live, says why, and records nothing
+/// more for it: no `ERROR`, the other writer owns the shard now.
+#[tokio::test]
+async fn a_writer_that_loses_its_lease_stops_the_shard_and_records_nothing() {
+    let setup = Setup::new(1, 10, false).await;
+    let mut writer = setup.spawn_until(
+        "regular",
+        &["--set", "metadata.lease_ttl=3s"],
+        "2100-01-01T00:00:00Z",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while setup.status("s0").await.map(|p| p.file_start_interval)
+        != Some(window(setup.windows - 1).start())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the writer applied nothing\n{}",
+            setup.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = setup.status("s0").await;
+    let run = RunId::new(RUN).expect("run");
+    let now = Timestamp::from(chrono::Utc::now() + chrono::Duration::hours(1));
+    let later = Timestamp::from(chrono::Utc::now() + chrono::Duration::hours(2));
+    setup
+        .metadata
+        .acquire_lease(&run, "writer:s0", "another host pid 1 #01", now, later)
+        .await
+        .expect("take the lease over");
+    let status = tokio::task::spawn_blocking(move || {
+        revrepl_test_services::wait_for_exit(&mut writer, Duration::from_secs(10))
+    })
+    .await
+    .expect("join");
+    let log = setup.full_log();
+    let status = status.unwrap_or_else(|| panic!("the writer ran on without its lease\n{log}"));
+    assert_eq!(status.code(), Some(3), "{log}");
+    assert!(
+        log.contains("the writer of shard s0 lost its lease")
+            && log.contains("another host pid 1 #01 holds it now"),
+        "{log}"
+    );
+    assert_eq!(
+        setup.status("s0").await,
+        before,
+        "nothing recorded after the loss"
+    );
+    let leases = setup.metadata.leases(&run).await.expect("leases");
+    assert_eq!(
+        leases.iter().map(|l| l.owner.as_str()).collect::<Vec<_>>(),
+        vec!["another host pid 1 #01"],
+        "the new owner's lease is left alone"
+    );
+}
