@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::apply::{ApplierConfig, ShardApplier, shard_connection_options};
 use crate::batch::BatchLimits;
+use crate::convert::ConversionRules;
 use crate::convert::SourceTimeZone;
 use crate::error::WriterError;
 use crate::mapping::SchemaMapping;
@@ -130,7 +131,7 @@ pub async fn run(
     for column in &writer.ignore_columns {
         mapping = mapping.ignoring_column_everywhere(column.clone());
     }
-    let mapping = Arc::new(mapping);
+    let mapping = Arc::new(mapping.with_rules(ConversionRules::from(writer)));
     let shards_file = ShardsFile::load(&config.shards_file)?;
     let shards = resolve_passwords(&shards_file).await?;
     let metadata = open_store(config, MissingTables::Create).await?;
