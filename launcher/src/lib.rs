@@ -147,6 +147,7 @@ pub fn validate_options(
         detail_rows: args.detail_rows,
         connect_timeout: Duration::from_secs(60),
         ignore_columns: config.writer.ignore_columns.clone(),
+        writer_choices: validate::canonical::WriterChoices::from(&config.writer),
     })
 }
 

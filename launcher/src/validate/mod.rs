@@ -68,6 +68,9 @@ pub struct ValidateOptions {
     pub connect_timeout: Duration,
     /// Spanner columns the writer never writes (`writer.ignore_columns`): not compared.
     pub ignore_columns: Vec<String>,
+    /// The writer's conversion choices (`writer.decimal_overflow`, `writer.array_text`):
+    /// values compare by the same rules.
+    pub writer_choices: canonical::WriterChoices,
 }
 
 /// The outcome of a validation.
@@ -366,6 +369,7 @@ async fn compare_table(
             mapping,
             context.options.zone,
             &context.options.ignore_columns,
+            context.options.writer_choices,
         )
         .await
         .map_err(|e| mysql_error(shard, "read the table's columns", &e))?
