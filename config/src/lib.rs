@@ -400,6 +400,11 @@ pub struct WriterConfig {
     /// or `json` (`["1","2"]`). `JSON` columns always get JSON.
     #[serde(default)]
     pub array_text: ArrayText,
+    /// Refuse window-file lines without a `shard` field or naming another shard than the
+    /// file's folder (a definite error for the shard). By default they are applied to the
+    /// folder's shard, as the reference does, with one warning per file.
+    #[serde(default)]
+    pub strict_line_shard: bool,
 }
 
 /// `writer.decimal_overflow`.
@@ -453,6 +458,7 @@ impl Default for WriterConfig {
             tls: false,
             decimal_overflow: DecimalOverflow::default(),
             array_text: ArrayText::default(),
+            strict_line_shard: false,
         }
     }
 }

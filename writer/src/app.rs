@@ -167,6 +167,7 @@ pub async fn run(
         poll_interval: writer.poll_interval,
         until,
         dead_letter: writer.dead_letter,
+        strict_line_shard: writer.strict_line_shard,
         metrics: WriterMetrics::global(),
     };
     let tls = tls_options(config)?;

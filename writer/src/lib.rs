@@ -46,6 +46,7 @@ pub mod checkpoint;
 pub mod convert;
 pub mod error;
 pub mod mapping;
+mod placement;
 pub mod schema;
 pub mod shard_task;
 pub mod statement;
