@@ -181,10 +181,11 @@ pub async fn run(
             tracing::info!(shard = %id, ?mode, "shard skipped: no progress row for this mode");
             continue;
         };
-        let mut options = shard_connection_options(&shard);
-        if let Some(tls) = &tls {
-            options = options.ssl_opts(tls.clone());
-        }
+        // TLS from the configuration, then the shard's own `connectionProperties`.
+        let options = shard
+            .config
+            .connection
+            .apply(shard_connection_options(&shard), tls.clone());
         let applier_config = ApplierConfig {
             run_id: run_id.to_string(),
             shard: id.clone(),
