@@ -15,6 +15,7 @@
 //! | [`Rule::Bytes`] | lower-case hex of the bytes (Spanner `BYTES` decoded from base64); for MySQL `binary(n)` trailing zero bytes removed on both sides (MySQL pads with them) |
 //! | [`Rule::Date`] | `YYYY-MM-DD` |
 //! | [`Rule::DateTime`] | `YYYY-MM-DDTHH:MM:SS.ffffff` in UTC for MySQL `timestamp`, in the source time zone for `datetime`; the Spanner value (nanoseconds) is first rounded half up to the column's fractional digits, as MySQL rounds |
+//! | [`Rule::WholeSeconds`] | as [`Rule::DateTime`], both sides cut to whole seconds: for Spanner `TIMESTAMP` columns replicated through the Spanner emulator, whose change records cut TIMESTAMP values to whole seconds |
 //! | [`Rule::Json`] | the JSON document re-serialized with object keys sorted and no spaces |
 //! | [`Rule::JoinedArray`] | a Spanner array in a text column, as the writer writes it there (`writer.array_text = "comma_joined"`): the elements joined with `,`, NULL as an empty element; the MySQL text as it is |
 //! | [`Rule::Array`] | a JSON array of the elements' texts (strings as they are, numbers and booleans as JSON text, NULL as `null`), so `["1","2"]` and `[1,2]` agree; for MySQL `set` columns the members sorted and joined with `,` |
@@ -68,6 +69,11 @@ pub enum Rule {
         /// `None` for UTC (MySQL `timestamp`), the source zone for `datetime`.
         zone: Option<SourceZone>,
     },
+    /// Instants cut to whole seconds on both sides (the emulator's change records).
+    WholeSeconds {
+        /// `None` for UTC (MySQL `timestamp`), the source zone for `datetime`.
+        zone: Option<SourceZone>,
+    },
     /// JSON documents.
     Json,
     /// Arrays in text columns, comma-joined as the writer writes them.
@@ -90,6 +96,9 @@ pub struct WriterChoices {
     pub round_decimals: bool,
     /// Arrays in text columns are comma-joined.
     pub join_arrays: bool,
+    /// The data went through the Spanner emulator, whose change records cut TIMESTAMP values
+    /// to whole seconds: TIMESTAMP columns are compared to the second.
+    pub emulator_timestamps: bool,
 }
 
 impl Default for WriterChoices {
@@ -98,6 +107,7 @@ impl Default for WriterChoices {
         Self {
             round_decimals: true,
             join_arrays: true,
+            emulator_timestamps: false,
         }
     }
 }
@@ -107,6 +117,7 @@ impl From<&revrepl_config::WriterConfig> for WriterChoices {
         Self {
             round_decimals: config.decimal_overflow == revrepl_config::DecimalOverflow::Round,
             join_arrays: config.array_text == revrepl_config::ArrayText::CommaJoined,
+            emulator_timestamps: false,
         }
     }
 }
@@ -191,6 +202,12 @@ pub fn rule_for_column(
         "double" | "real" if scalar == "FLOAT32" => Rule::Float32,
         "double" | "real" => Rule::Float64,
         "date" => Rule::Date,
+        "datetime" if choices.emulator_timestamps && scalar == "TIMESTAMP" => {
+            Rule::WholeSeconds { zone: Some(zone) }
+        }
+        "timestamp" if choices.emulator_timestamps && scalar == "TIMESTAMP" => {
+            Rule::WholeSeconds { zone: None }
+        }
         "datetime" => Rule::DateTime {
             fsp,
             zone: Some(zone),
@@ -260,6 +277,17 @@ pub fn from_spanner(rule: &Rule, value: &SpannerValue) -> Canonical {
             }
             Err(_) => text,
         },
+        Rule::WholeSeconds { zone } => match DateTime::parse_from_rfc3339(&text) {
+            Ok(instant) => {
+                let cut = instant.with_timezone(&Utc).trunc_subsecs(0);
+                let local = match zone {
+                    None => cut.naive_utc(),
+                    Some(zone) => zone.local(cut),
+                };
+                datetime_text(local)
+            }
+            Err(_) => text,
+        },
         Rule::Json => json_text(&text),
         Rule::JoinedArray => match serde_json::from_str::<Json>(&text) {
             Ok(Json::Array(items)) => joined_text(items.into_iter().map(json_element).collect()),
@@ -320,6 +348,9 @@ pub fn from_mysql(rule: &Rule, value: &MySqlValue) -> Canonical {
             });
             return Some(match (rule, date, moment) {
                 (Rule::Date, Some(date), _) => date.format("%Y-%m-%d").to_string(),
+                (Rule::WholeSeconds { .. }, _, Some(moment)) => {
+                    datetime_text(moment.trunc_subsecs(0))
+                }
                 (_, _, Some(moment)) => datetime_text(moment),
                 _ => format!(
                     "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{micros:06}"
@@ -361,6 +392,8 @@ fn from_mysql_text(rule: &Rule, text: String) -> String {
         Rule::DateTime { .. } => {
             NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f").map_or(text, datetime_text)
         }
+        Rule::WholeSeconds { .. } => NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f")
+            .map_or(text, |moment| datetime_text(moment.trunc_subsecs(0))),
         Rule::Json => json_text(&text),
         Rule::JoinedArray => text,
         Rule::Array { .. } => array_from_json_text(rule, &text),
@@ -815,6 +848,27 @@ mod tests {
             rule_for_column("ARRAY<INT64>", &mariadb_json, z, WriterChoices::default()),
             Rule::Array { set: false }
         );
+    }
+
+    /// Issue 12.16: through the emulator, TIMESTAMP values reach MySQL cut to whole seconds.
+    #[test]
+    fn emulator_timestamps_compare_to_the_second() {
+        let column = MySqlColumn {
+            data_type: "datetime",
+            datetime_precision: Some(6),
+            ..MySqlColumn::default()
+        };
+        let emulator = WriterChoices {
+            emulator_timestamps: true,
+            ..WriterChoices::default()
+        };
+        let rule = rule_for_column("TIMESTAMP", &column, utc(), emulator);
+        assert_eq!(rule, Rule::WholeSeconds { zone: Some(utc()) });
+        let stored = MySqlValue::Date(2024, 1, 5, 10, 33, 50, 0);
+        same(&rule, spanner("2024-01-05T10:33:50.789Z"), stored.clone());
+        differ(&rule, spanner("2024-01-05T10:33:51.001Z"), stored.clone());
+        let exact = rule_for_column("TIMESTAMP", &column, utc(), WriterChoices::default());
+        differ(&exact, spanner("2024-01-05T10:33:50.789Z"), stored);
     }
 
     #[test]
