@@ -266,6 +266,10 @@ async fn init_creates_the_stream_and_tables_then_verifies_them() {
         "2 shard(s): s1, s2",
         "ok    session file",
         "ok    routing: by the session file's shard-id columns",
+        // Which tables are replicated or skipped, and why (Audit is not in the session).
+        "ok    table Users: replicated to MySQL table `users`, shard from column shard",
+        "ok    table Orders: replicated to MySQL table `orders`",
+        "warn  table Audit: skipped: it is not in the session file",
         "ok    shard s1 (root@127.0.0.1:",
         "ok    shard s2 (root@127.0.0.1:",
         "ok    buffer",
