@@ -410,6 +410,41 @@ pub struct WriterConfig {
     /// Use TLS with the system's root certificates even without `tls_ca_file`.
     #[serde(default)]
     pub tls: bool,
+    /// A decimal with more fractional digits than its `DECIMAL` column: `round` (default;
+    /// half away from zero, as MySQL does) or `error`.
+    #[serde(default)]
+    pub decimal_overflow: DecimalOverflow,
+    /// An array written to a text column: `comma_joined` (default; `1,2`, as the reference)
+    /// or `json` (`["1","2"]`). `JSON` columns always get JSON.
+    #[serde(default)]
+    pub array_text: ArrayText,
+    /// Refuse window-file lines without a `shard` field or naming another shard than the
+    /// file's folder (a definite error for the shard). By default they are applied to the
+    /// folder's shard, as the reference does, with one warning per file.
+    #[serde(default)]
+    pub strict_line_shard: bool,
+}
+
+/// `writer.decimal_overflow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecimalOverflow {
+    /// Round half away from zero to the column's scale, counted and logged.
+    #[default]
+    Round,
+    /// A definite error for the shard.
+    Error,
+}
+
+/// `writer.array_text`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArrayText {
+    /// Elements joined with `,`.
+    #[default]
+    CommaJoined,
+    /// JSON text.
+    Json,
 }
 
 fn default_time_zone() -> String {
@@ -439,6 +474,9 @@ impl Default for WriterConfig {
             ignore_columns: Vec::new(),
             tls_ca_file: None,
             tls: false,
+            decimal_overflow: DecimalOverflow::default(),
+            array_text: ArrayText::default(),
+            strict_line_shard: false,
         }
     }
 }

@@ -155,6 +155,7 @@ mod tests {
             window: "10s".into(),
             now: ts(300),
             shards,
+            running: Vec::new(),
         }
     }
 

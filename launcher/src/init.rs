@@ -118,6 +118,14 @@ pub async fn init(
     };
     let shards_file = check_shards_file(config, &mut out);
     let session = check_session(config, &mut out);
+    if let Some(session) = &session {
+        let spanner_tables = list_spanner_tables(config, args.timeout).await;
+        let plugin = config.routing.plugin.is_some();
+        for (verdict, subject, detail) in table_verdicts(session, spanner_tables.as_deref(), plugin)
+        {
+            out.add(verdict, subject, detail);
+        }
+    }
     if let Some(shards_file) = &shards_file {
         check_routing(config, shards_file, session.clone(), &mut out);
         let tls = match mysql::tls_options(config) {
@@ -213,6 +221,80 @@ fn check_routing(
             format!("{error} (configure session_file or routing.plugin, or list a single shard)"),
         ),
     }
+}
+
+/// The Spanner database's table names, or `None` when it cannot be read (the change-stream
+/// check reports why).
+async fn list_spanner_tables(config: &Config, timeout: Duration) -> Option<Vec<String>> {
+    let database = SourceDatabase::connect(config, timeout).await.ok()?;
+    let tables = tokio::time::timeout(timeout, crate::validate::plan::spanner_tables(&database))
+        .await
+        .ok()?
+        .ok()?;
+    Some(tables.into_keys().collect())
+}
+
+/// For each table of `session` (and each table of `spanner_tables` the session does not
+/// know): whether its changes will be replicated, skipped or refused, and why. `plugin`: a
+/// router plugin decides the shards of the session's tables.
+pub fn table_verdicts(
+    session: &Session,
+    spanner_tables: Option<&[String]>,
+    plugin: bool,
+) -> Vec<(Verdict, String, String)> {
+    let mut verdicts = Vec::new();
+    for table in session.tables() {
+        let subject = format!("table {}", table.spanner_name);
+        let (verdict, detail) = match table.source_name() {
+            None => (
+                Verdict::Warn,
+                "skipped: it exists only in Spanner (no SrcSchema entry in the session file); \
+                 its changes go to skip/ and are never applied"
+                    .to_string(),
+            ),
+            Some(source) => match (&table.shard_id_column, plugin) {
+                (_, true) => (
+                    Verdict::Ok,
+                    format!("replicated to MySQL table `{source}`, shard chosen by the plugin"),
+                ),
+                (Some(column), false) => (
+                    Verdict::Ok,
+                    format!("replicated to MySQL table `{source}`, shard from column {column}"),
+                ),
+                (None, false) => (
+                    Verdict::Fail,
+                    format!(
+                        "refused: it has no ShardIdColumn in the session file, so the reader \
+                         cannot route its changes and stops on the first one (set ShardIdColumn \
+                         on SpSchema[{:?}], or configure routing.plugin)",
+                        table.id
+                    ),
+                ),
+            },
+        };
+        verdicts.push((verdict, subject, detail));
+    }
+    match spanner_tables {
+        Some(names) => {
+            for name in names.iter().filter(|name| session.table(name).is_none()) {
+                verdicts.push((
+                    Verdict::Warn,
+                    format!("table {name}"),
+                    "skipped: it is not in the session file; its changes go to skip/ and are \
+                     never applied (add it with the Spanner Migration Tool to replicate it)"
+                        .to_string(),
+                ));
+            }
+        }
+        None => verdicts.push((
+            Verdict::Warn,
+            "tables not in the session file".to_string(),
+            "not listed: the Spanner database cannot be read (see the change stream check); \
+             changes of such tables go to skip/"
+                .to_string(),
+        )),
+    }
+    verdicts
 }
 
 async fn resolve_passwords(shards_file: &ShardsFile, out: &mut Reporter<'_>) -> Option<Vec<Shard>> {
@@ -498,4 +580,69 @@ async fn create_metadata_database(
         .or(config.spanner.admin_endpoint.as_deref());
     let admin = admin_client_at(endpoint, database).await?;
     ensure_database(&admin, database, timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `revrepl init` says, per table of the session file, whether it will be replicated,
+    /// skipped (Spanner-only or unknown) or refused, and why.
+    #[test]
+    fn tables_are_replicated_skipped_or_refused_with_the_reason() {
+        let session = Session::from_json(
+            "session.json",
+            r#"{"SpSchema": {
+                "t1": {"Name": "Users", "ShardIdColumn": "c2", "ColDefs": {
+                    "c1": {"Name": "id", "T": {"Name": "INT64"}},
+                    "c2": {"Name": "shard", "T": {"Name": "STRING"}}}},
+                "t2": {"Name": "Events", "ShardIdColumn": "c3", "ColDefs": {
+                    "c3": {"Name": "shard", "T": {"Name": "STRING"}}}},
+                "t3": {"Name": "Audit", "ColDefs": {"c4": {"Name": "id", "T": {"Name": "INT64"}}}}},
+              "SrcSchema": {
+                "t1": {"Name": "users", "ColDefs": {"c1": {"Name": "id"}}},
+                "t3": {"Name": "audit", "ColDefs": {"c4": {"Name": "id"}}}}}"#,
+        )
+        .expect("valid session");
+        let spanner = ["Users".to_string(), "Later".to_string()];
+        let verdicts = table_verdicts(&session, Some(&spanner), false);
+        let find = |subject: &str| {
+            verdicts
+                .iter()
+                .find(|(_, s, _)| s == subject)
+                .unwrap_or_else(|| panic!("{subject} reported: {verdicts:?}"))
+        };
+        let users = find("table Users");
+        assert_eq!(users.0, Verdict::Ok);
+        assert!(
+            users.2.contains("replicated to MySQL table `users`"),
+            "{users:?}"
+        );
+        let events = find("table Events");
+        assert_eq!(events.0, Verdict::Warn);
+        assert!(
+            events.2.starts_with("skipped: it exists only in Spanner"),
+            "{events:?}"
+        );
+        let audit = find("table Audit");
+        assert_eq!(audit.0, Verdict::Fail);
+        assert!(
+            audit.2.starts_with("refused: it has no ShardIdColumn"),
+            "{audit:?}"
+        );
+        let later = find("table Later");
+        assert!(
+            later
+                .2
+                .starts_with("skipped: it is not in the session file"),
+            "{later:?}"
+        );
+        // With a plugin, the plugin decides the shards.
+        let with_plugin = table_verdicts(&session, None, true);
+        assert!(
+            with_plugin
+                .iter()
+                .any(|(v, s, _)| s == "table Audit" && *v == Verdict::Ok)
+        );
+    }
 }

@@ -187,6 +187,10 @@ pub fn validate_options(
         detail_rows: args.detail_rows,
         connect_timeout: Duration::from_secs(60),
         ignore_columns: config.writer.ignore_columns.clone(),
+        writer_choices: validate::canonical::WriterChoices {
+            emulator_timestamps: validate::uses_emulator(config),
+            ..validate::canonical::WriterChoices::from(&config.writer)
+        },
     })
 }
 

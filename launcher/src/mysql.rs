@@ -35,14 +35,14 @@ pub fn tls_options(config: &Config) -> Result<Option<SslOpts>, String> {
 /// Connection options for a shard: host, port, user, password, database and TLS, as the
 /// writer connects.
 pub fn shard_opts(shard: &Shard, tls: Option<&SslOpts>) -> Opts {
-    OptsBuilder::default()
+    let builder = OptsBuilder::default()
         .ip_or_hostname(shard.config.host.clone())
         .tcp_port(shard.config.port)
         .user(Some(shard.config.user.clone()))
         .pass(Some(shard.password.expose().to_string()))
-        .db_name(Some(shard.config.db_name.clone()))
-        .ssl_opts(tls.cloned())
-        .into()
+        .db_name(Some(shard.config.db_name.clone()));
+    // The shard's `connectionProperties` (TLS mode, keep-alive, session variables).
+    shard.config.connection.apply(builder, tls.cloned()).into()
 }
 
 /// Every shard of `file` with its password, from Google Secret Manager when an entry names a
@@ -75,6 +75,12 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<Conn, String> {
     let address = shard_address(shard);
+    // The shard's `connectTimeout` shortens the deadline.
+    let timeout = shard
+        .config
+        .connection
+        .connect_timeout
+        .map_or(timeout, |own| own.min(timeout));
     match tokio::time::timeout(timeout, Conn::new(shard_opts(shard, tls))).await {
         Err(_) => Err(format!(
             "no answer from {address} within {timeout:?}: check host and port in the shards \

@@ -266,6 +266,10 @@ async fn init_creates_the_stream_and_tables_then_verifies_them() {
         "2 shard(s): s1, s2",
         "ok    session file",
         "ok    routing: by the session file's shard-id columns",
+        // Which tables are replicated or skipped, and why (Audit is not in the session).
+        "ok    table Users: replicated to MySQL table `users`, shard from column shard",
+        "ok    table Orders: replicated to MySQL table `orders`",
+        "warn  table Audit: skipped: it is not in the session file",
         "ok    shard s1 (root@127.0.0.1:",
         "ok    shard s2 (root@127.0.0.1:",
         "ok    buffer",
@@ -781,6 +785,83 @@ async fn seed(client: &DatabaseClient, shards: &[MariaDb]) {
 
 fn sql_string(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Issue 12: `validate` compares by the writer's rules — a decimal rounded to its column's
+/// scale and an array comma-joined into a text column match their Spanner values — and, on
+/// the emulator (whose change records cut TIMESTAMP values to seconds), compares TIMESTAMP
+/// columns to the second and says so. Anything else that differs is still reported.
+#[tokio::test]
+async fn validate_compares_by_the_writers_rules_and_knows_the_emulator() {
+    let emulator = start_spanner(&[
+        "CREATE TABLE prices (id INT64 NOT NULL, price NUMERIC, tags ARRAY<STRING(MAX)>, \
+         updated TIMESTAMP) PRIMARY KEY (id)",
+    ])
+    .await;
+    let shard = MariaDb::start().expect("start MariaDB");
+    create_shard_database(
+        &shard,
+        &[
+            "CREATE TABLE prices (id BIGINT NOT NULL PRIMARY KEY, price DECIMAL(10,2), \
+           tags VARCHAR(100), updated DATETIME(6))",
+        ],
+    )
+    .await;
+    let client = spanner_client(&emulator).await;
+    client
+        .read_write_transaction()
+        .build()
+        .run(async |transaction| {
+            transaction
+                .execute_update(
+                    "INSERT INTO prices (id, price, tags, updated) VALUES \
+                     (1, NUMERIC '444.225', ['1', '2'], TIMESTAMP '2024-01-05T10:33:50.789Z'), \
+                     (2, NUMERIC '7.5', ['x'], TIMESTAMP '2024-01-05T10:33:51Z')",
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+        .expect("write to Spanner");
+    // What the writer stores from the emulator's change records.
+    let mut conn = mysql(&shard).await;
+    conn.query_drop(format!(
+        "INSERT INTO {DATABASE}.prices VALUES (1, 444.23, '1,2', '2024-01-05 10:33:50'), \
+         (2, 7.50, 'x', '2024-01-05 10:33:51')"
+    ))
+    .await
+    .expect("insert into MariaDB");
+
+    let workspace = Workspace::new(&[("s1", shard.port())], Some(&emulator));
+    write(
+        &workspace.config,
+        &std::fs::read_to_string(&workspace.config)
+            .expect("config")
+            .replace("session_file", "# session_file"),
+    );
+    let run = workspace.revrepl(&["validate"]).await;
+    let text = run.all();
+    run.expect_code(0);
+    assert!(
+        text.contains("shard s1: 2 row(s) in Spanner, 2 in MySQL: match"),
+        "{text}"
+    );
+    assert!(text.contains("note: Spanner emulator detected"), "{text}");
+
+    // A real difference is still one.
+    conn.query_drop(format!(
+        "UPDATE {DATABASE}.prices SET price = 444.22, tags = '2,1' WHERE id = 1"
+    ))
+    .await
+    .expect("change by hand");
+    let run = workspace.revrepl(&["validate"]).await;
+    let text = run.all();
+    run.expect_code(4);
+    assert!(
+        text.contains("1 different") && text.contains("(columns: price, tags)"),
+        "{text}"
+    );
+    let _ = conn.disconnect().await;
 }
 
 #[tokio::test]

@@ -610,3 +610,89 @@ async fn a_second_reader_of_a_run_is_refused_while_the_first_runs() {
     let _ = first.kill();
     let _ = first.wait();
 }
+
+/// Issue 12.3: a table the session file has in `SpSchema` but not in `SrcSchema` (added to
+/// Spanner after the migration) goes to `skip/` at the reader, with one log line per table,
+/// instead of reaching a shard whose writer would stop on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spanner_only_tables_go_to_skip_with_one_log_line() {
+    let ddl = [
+        WORKLOAD_DDL[0],
+        "CREATE TABLE Events (id INT64 NOT NULL, shard STRING(50)) PRIMARY KEY (id)",
+        "CREATE CHANGE STREAM revrepl_stream FOR ALL \
+         OPTIONS (value_capture_type = 'NEW_ROW_AND_OLD_VALUES')",
+    ];
+    let setup = setup_database(0, "spanneronly", &ddl).await;
+    let mut session: serde_json::Value =
+        serde_json::from_str(WORKLOAD_SESSION).expect("session JSON");
+    session["SpSchema"]["t9"] = serde_json::json!({
+        "Name": "Events", "ColIds": ["c90", "c91"], "ShardIdColumn": "c91",
+        "ColDefs": {"c90": {"Name": "id", "T": {"Name": "INT64"}},
+                    "c91": {"Name": "shard", "T": {"Name": "STRING"}}},
+        "PrimaryKeys": [{"ColId": "c90", "Order": 1}]});
+    std::fs::write(setup.dir.path().join("session.json"), session.to_string())
+        .expect("session file");
+
+    let until = end_of(setup.start, 6);
+    let log = setup.dir.path().join("reader.log");
+    let mut reader = spawn_reader(&setup, "regular", until, &log);
+    while Timestamp::from(chrono::Utc::now()) <= setup.start {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spanner = google_cloud_spanner::client::Spanner::builder()
+        .with_endpoint(setup.emulator.grpc_endpoint())
+        .build()
+        .await
+        .expect("client");
+    let client = spanner
+        .database_client(database_path_of("spanneronly"))
+        .build()
+        .await
+        .expect("database client");
+    for statement in [
+        "INSERT INTO Users (id, shard, name) VALUES (1, 's1', 'one')",
+        "INSERT INTO Events (id, shard) VALUES (1, 's1')",
+        "INSERT INTO Events (id, shard) VALUES (2, 's2')",
+        "DELETE FROM Events WHERE id = 1",
+    ] {
+        client
+            .read_write_transaction()
+            .build()
+            .run(async |transaction| {
+                transaction.execute_update(statement).await?;
+                Ok(())
+            })
+            .await
+            .expect("dml");
+    }
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut reader, Duration::from_secs(60)))
+            .await
+            .expect("join");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "reader failed: {status}\n{}",
+        tail(&log_text)
+    );
+    let (found, _) = read_buffer(setup.dir.path()).await;
+    let routed: Vec<(&str, &str, &str)> = found
+        .iter()
+        .map(|m| (m.table.as_str(), m.mod_type, m.shard.as_str()))
+        .collect();
+    assert_eq!(
+        routed,
+        vec![
+            ("Users", "INSERT", "s1"),
+            ("Events", "INSERT", "skip"),
+            ("Events", "INSERT", "skip"),
+            ("Events", "DELETE", "skip"),
+        ]
+    );
+    assert_eq!(
+        count_in_log(&log, "table \"Events\" exists only in Spanner"),
+        1,
+        "{}",
+        tail(&log_text)
+    );
+}

@@ -86,7 +86,10 @@ pub struct ChangeRecord {
     /// The transaction tag; `txBy=` marks forward-migration writes. Gson omits null strings.
     #[serde(default)]
     pub transaction_tag: String,
-    /// The logical shard the record belongs to (`skip` for unknown tables).
+    /// The logical shard the record belongs to (`skip` for unknown tables). Empty when a
+    /// line has no `shard` field (some reference files); the writer then applies it to the
+    /// shard whose folder holds the file, as the reference does.
+    #[serde(default)]
     pub shard: String,
 }
 

@@ -35,6 +35,7 @@
 //! ```
 
 pub mod assigner;
+pub mod connection;
 pub mod error;
 pub mod google_secret_manager;
 pub mod plugin;
@@ -45,6 +46,7 @@ pub mod session;
 pub mod shards;
 
 pub use assigner::{NoRowLookup, RowLookup, RowLookupRequest, ShardAssigner};
+pub use connection::{ConnectionProperties, TlsMode};
 pub use error::RoutingError;
 pub use google_secret_manager::GoogleSecretManager;
 pub use plugin::PluginRouter;

@@ -36,12 +36,13 @@ use crate::session::Session;
 const OTHER_VERSIONS: std::ops::RangeInclusive<u32> = 0..=32;
 
 /// A router implemented by a shared library. With a session file, tables the session does not
-/// know go to `skip/` without asking the plugin.
+/// know, and tables that exist only in Spanner, go to `skip/` without asking the plugin.
 pub struct PluginRouter {
     path: String,
     table: &'static RouterVTable,
     router: NonNull<c_void>,
     session: Option<Arc<Session>>,
+    spanner_only: crate::router::SpannerOnlyTables,
 }
 
 // SAFETY: the ABI requires the router behind the handle to be `Send + Sync` (the ABI crate's
@@ -92,6 +93,7 @@ impl PluginRouter {
             table,
             router,
             session: None,
+            spanner_only: Default::default(),
         })
     }
 
@@ -106,10 +108,12 @@ impl PluginRouter {
         &self.path
     }
 
+    /// Whether the plugin is asked about `table`: always without a session file; with one,
+    /// when the session knows the table and it has a source table.
     fn knows(&self, table: &str) -> bool {
-        self.session
-            .as_ref()
-            .is_none_or(|session| session.table(table).is_some())
+        self.session.as_ref().is_none_or(|session| {
+            session.table(table).is_some() && !self.spanner_only.skips(session, table)
+        })
     }
 
     /// Calls `route` and returns the status and the bytes of the output buffer.

@@ -1,7 +1,8 @@
 //! The [`ShardRouter`] trait and the two built-in routers: one shard, and the session file's
 //! shard column (DESIGN §5).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use revrepl_record::{Destination, ShardId};
 
@@ -65,17 +66,54 @@ impl ShardRouter for SingleShardRouter {
     }
 }
 
+/// Tables of a session file that exist only in Spanner: their changes go to `skip/`, with one
+/// log line per table (the `records_skipped` metric of the reader counts them).
+#[derive(Debug, Default)]
+pub(crate) struct SpannerOnlyTables {
+    logged: Mutex<HashSet<String>>,
+}
+
+impl SpannerOnlyTables {
+    /// Whether `table` of `session` exists only in Spanner; logs the first time per table.
+    pub(crate) fn skips(&self, session: &Session, table: &str) -> bool {
+        let Some(known) = session.table(table) else {
+            return false;
+        };
+        if !known.is_spanner_only() {
+            return false;
+        }
+        let first = self
+            .logged
+            .lock()
+            .map(|mut logged| logged.insert(table.to_string()))
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(
+                table,
+                session = session.origin(),
+                "table {table:?} exists only in Spanner (the session file has no source table \
+                 for it): its changes go to skip/ and are never applied; logged once per table"
+            );
+        }
+        true
+    }
+}
+
 /// Routes by the value of each table's `ShardIdColumn` in the session file; tables the
-/// session file does not know go to `skip/`.
+/// session file does not know, and tables that exist only in Spanner, go to `skip/`.
 #[derive(Debug, Clone)]
 pub struct SessionRouter {
     session: Arc<Session>,
+    spanner_only: Arc<SpannerOnlyTables>,
 }
 
 impl SessionRouter {
     /// Routes by the shard columns of `session`.
     pub fn new(session: Arc<Session>) -> Self {
-        Self { session }
+        Self {
+            session,
+            spanner_only: Arc::default(),
+        }
     }
 }
 
@@ -84,6 +122,7 @@ impl ShardRouter for SessionRouter {
         match self
             .session
             .table(table)
+            .filter(|table| !table.is_spanner_only())
             .and_then(|table| table.shard_id_column.clone())
         {
             Some(column) => RowNeed::Columns(vec![column]),
@@ -95,6 +134,9 @@ impl ShardRouter for SessionRouter {
         let Some(table) = self.session.table(&request.table) else {
             return Ok(Destination::Skip);
         };
+        if self.spanner_only.skips(&self.session, &request.table) {
+            return Ok(Destination::Skip);
+        }
         let Some(column) = &table.shard_id_column else {
             return Err(RoutingError::NoShardColumn {
                 table: request.table.clone(),

@@ -209,6 +209,12 @@ impl SessionTable {
     pub fn source_name(&self) -> Option<&str> {
         self.source.as_ref().map(|source| source.name.as_str())
     }
+
+    /// Whether the table exists only in Spanner (no `SrcSchema` entry, typically a table added
+    /// after the migration): its changes cannot be applied and go to `skip/`.
+    pub fn is_spanner_only(&self) -> bool {
+        self.source.is_none()
+    }
 }
 
 /// A JSON path in the session file and what is wrong there.

@@ -11,7 +11,8 @@
 //! Every field is a string, except `port`, which may also be a number (default 3306). The
 //! password comes from exactly one of `secretManagerUri` (wins over `password`, as in the
 //! reference), `passwordFile`, `passwordEnv`, or else `password` (which may be empty). Other
-//! fields (`namespace`, `connectionProperties`, `streamId`) are kept; unknown fields are
+//! fields (`namespace`, `streamId`) are kept; `connectionProperties` is checked and applied
+//! ([`crate::connection`]); unknown fields are
 //! ignored, as the reference ignores them. Logical shard ids are validated (DESIGN §4) and
 //! must be unique; shards are kept sorted by id.
 //!
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use revrepl_record::{Classify, ShardId};
 use serde_json::{Map, Value};
 
+use crate::connection::ConnectionProperties;
 use crate::error::RoutingError;
 use crate::request::json_kind;
 use crate::secret::{
@@ -64,8 +66,10 @@ pub struct ShardConfig {
     pub db_name: String,
     /// `namespace`, kept for compatibility with the reference's files.
     pub namespace: Option<String>,
-    /// `connectionProperties`: Java-properties text (`key=value` lines), uninterpreted here.
+    /// `connectionProperties`: Java-properties text (`key=value` lines), as written.
     pub connection_properties: Option<String>,
+    /// `connectionProperties`, checked: what revrepl applies to this shard's connections.
+    pub connection: ConnectionProperties,
     /// `streamId`, kept for compatibility with the reference's files.
     pub stream_id: Option<String>,
 }
@@ -242,6 +246,12 @@ fn parse_entry(origin: &str, position: &str, entry: &Value) -> Result<ShardConfi
     let user = reader.required("user")?;
     let db_name = reader.required("dbName")?;
     let password = reader.password()?;
+    let connection_properties = reader.optional("connectionProperties")?;
+    let connection = match &connection_properties {
+        Some(text) => ConnectionProperties::parse(text)
+            .map_err(|problem| reader.invalid("connectionProperties", problem))?,
+        None => ConnectionProperties::default(),
+    };
     Ok(ShardConfig {
         logical_shard_id,
         host,
@@ -250,7 +260,8 @@ fn parse_entry(origin: &str, position: &str, entry: &Value) -> Result<ShardConfi
         password,
         db_name,
         namespace: reader.optional("namespace")?,
-        connection_properties: reader.optional("connectionProperties")?,
+        connection_properties,
+        connection,
         stream_id: reader.optional("streamId")?,
     })
 }

@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::apply::{ApplierConfig, ShardApplier, shard_connection_options};
 use crate::batch::BatchLimits;
+use crate::convert::ConversionRules;
 use crate::convert::SourceTimeZone;
 use crate::error::WriterError;
 use crate::mapping::SchemaMapping;
@@ -162,7 +163,7 @@ pub async fn run(
     for column in &writer.ignore_columns {
         mapping = mapping.ignoring_column_everywhere(column.clone());
     }
-    let mapping = Arc::new(mapping);
+    let mapping = Arc::new(mapping.with_rules(ConversionRules::from(writer)));
     let shards_file = ShardsFile::load(&config.shards_file)?;
     let shards = resolve_passwords(&shards_file).await?;
     let metadata = open_store(config, MissingTables::Create).await?;
@@ -187,6 +188,7 @@ pub async fn run(
         poll_interval: writer.poll_interval,
         until,
         dead_letter: writer.dead_letter,
+        strict_line_shard: writer.strict_line_shard,
         metrics: WriterMetrics::global(),
         lease: None,
     };
@@ -204,10 +206,11 @@ pub async fn run(
         let Some(lease) = leases.remove(&id) else {
             continue;
         };
-        let mut options = shard_connection_options(&shard);
-        if let Some(tls) = &tls {
-            options = options.ssl_opts(tls.clone());
-        }
+        // TLS from the configuration, then the shard's own `connectionProperties`.
+        let options = shard
+            .config
+            .connection
+            .apply(shard_connection_options(&shard), tls.clone());
         let applier_config = ApplierConfig {
             run_id: run_id.to_string(),
             shard: id.clone(),

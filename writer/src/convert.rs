@@ -9,9 +9,17 @@
 //! Rules worth knowing:
 //!
 //! - Nothing is silently altered: a value that does not fit the column (integer out of range,
-//!   more fractional digits than a decimal's scale, a string longer than the column, NaN in a
+//!   a decimal with too many integer digits, a string longer than the column, NaN in a
 //!   `double`, a name that is not an `enum` member, a time outside `timestamp`'s range) is a
 //!   [`ConversionError`], which names the value's type but never the value.
+//! - One alteration is made on purpose, as MySQL itself makes it (a note, even in strict mode)
+//!   and the reference relies on it: a decimal with more fractional digits than the column's
+//!   scale is rounded half away from zero ([`DecimalOverflow::Round`], the default;
+//!   [`DecimalOverflow::Error`] refuses it instead). [`Converted::rounded`] says so, for the
+//!   metric and the log.
+//! - An array written to a text column becomes its elements joined with `,` (the reference's
+//!   text, the inverse of the migration tool's `SET`/string → `ARRAY` mapping), or JSON text
+//!   with [`ArrayText::Json`]. `JSON` columns always receive JSON text.
 //! - `datetime` columns receive the wall-clock time in the configured [`SourceTimeZone`] (an
 //!   IANA name, with daylight-saving rules, or a fixed offset). `timestamp` columns receive the
 //!   exact instant: the writer's session runs with `time_zone = '+00:00'` and binds UTC, which
@@ -140,6 +148,61 @@ impl SourceTimeZone {
     }
 }
 
+/// What to do with a decimal that has more fractional digits than the column's scale
+/// (`writer.decimal_overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecimalOverflow {
+    /// Round half away from zero, as MySQL does (default).
+    #[default]
+    Round,
+    /// Refuse the value (a definite error).
+    Error,
+}
+
+/// How an array is written to a text column (`writer.array_text`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ArrayText {
+    /// Elements joined with `,`, no brackets and no quoting: `["1","2"]` → `1,2` (as the
+    /// reference writes). A NULL element becomes an empty element.
+    #[default]
+    CommaJoined,
+    /// JSON text: `["1","2"]`.
+    Json,
+}
+
+/// The configurable parts of the conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConversionRules {
+    /// Decimals with too many fractional digits.
+    pub decimal_overflow: DecimalOverflow,
+    /// Arrays into text columns.
+    pub array_text: ArrayText,
+}
+
+impl From<&revrepl_config::WriterConfig> for ConversionRules {
+    fn from(config: &revrepl_config::WriterConfig) -> Self {
+        Self {
+            decimal_overflow: match config.decimal_overflow {
+                revrepl_config::DecimalOverflow::Round => DecimalOverflow::Round,
+                revrepl_config::DecimalOverflow::Error => DecimalOverflow::Error,
+            },
+            array_text: match config.array_text {
+                revrepl_config::ArrayText::CommaJoined => ArrayText::CommaJoined,
+                revrepl_config::ArrayText::Json => ArrayText::Json,
+            },
+        }
+    }
+}
+
+/// A converted value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Converted {
+    /// The value to bind.
+    pub value: Value,
+    /// Whether a decimal was rounded to the column's scale ([`DecimalOverflow::Round`]).
+    pub rounded: bool,
+}
+
 /// A value that cannot be written to its column. Says what kind of value it was and why, never
 /// the value itself; the caller adds shard, table, column and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,9 +225,80 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Converts one change-stream value for `column`. `spanner_type` is the Spanner column's type
-/// when the schema mapping knows it; `zone` is the source time zone for `datetime` columns.
+/// Converts one change-stream value for `column` with the default [`ConversionRules`].
+/// `spanner_type` is the Spanner column's type when the schema mapping knows it; `zone` is the
+/// source time zone for `datetime` columns.
 pub fn to_mysql_value(
+    value: &Json,
+    column: &TargetColumn,
+    spanner_type: Option<&SpannerType>,
+    zone: &SourceTimeZone,
+) -> Result<Value, ConversionError> {
+    convert(
+        value,
+        column,
+        spanner_type,
+        zone,
+        &ConversionRules::default(),
+    )
+    .map(|converted| converted.value)
+}
+
+/// Converts one change-stream value for `column` by `rules` (see [`to_mysql_value`]), saying
+/// whether it was rounded.
+pub fn convert(
+    value: &Json,
+    column: &TargetColumn,
+    spanner_type: Option<&SpannerType>,
+    zone: &SourceTimeZone,
+    rules: &ConversionRules,
+) -> Result<Converted, ConversionError> {
+    let fail = |reason: String| ConversionError {
+        value_type: value_type(value, spanner_type),
+        reason,
+    };
+    if let ColumnKind::Decimal {
+        precision,
+        scale,
+        unsigned,
+    } = &column.kind
+        && !value.is_null()
+    {
+        let (value, rounded) =
+            decimal(value, *precision, *scale, *unsigned, rules.decimal_overflow).map_err(fail)?;
+        return Ok(Converted { value, rounded });
+    }
+    if let (ColumnKind::Text, Json::Array(items), ArrayText::CommaJoined) =
+        (&column.kind, value, rules.array_text)
+    {
+        let bytes = comma_joined(items).into_bytes();
+        check_length(&bytes, column, true).map_err(fail)?;
+        return Ok(Converted {
+            value: Value::Bytes(bytes),
+            rounded: false,
+        });
+    }
+    plain_value(value, column, spanner_type, zone).map(|value| Converted {
+        value,
+        rounded: false,
+    })
+}
+
+/// An array's elements as text joined with `,`: strings as they are, other scalars printed,
+/// arrays and objects as JSON text, NULL as nothing.
+pub fn comma_joined(items: &[Json]) -> String {
+    items
+        .iter()
+        .map(|item| match item {
+            Json::Null => String::new(),
+            Json::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn plain_value(
     value: &Json,
     column: &TargetColumn,
     spanner_type: Option<&SpannerType>,
@@ -189,7 +323,9 @@ pub fn to_mysql_value(
             precision,
             scale,
             unsigned,
-        } => decimal(value, *precision, *scale, *unsigned).map_err(fail),
+        } => decimal(value, *precision, *scale, *unsigned, DecimalOverflow::Error)
+            .map(|(value, _)| value)
+            .map_err(fail),
         ColumnKind::Float { double, unsigned } => float(value, *double, *unsigned).map_err(fail),
         ColumnKind::Bit { width } => bit(value, *width, is_bytes).map_err(fail),
         ColumnKind::Text => {
@@ -392,16 +528,29 @@ fn integer(value: &Json, bits: u8, unsigned: bool) -> Result<Value, String> {
     }
 }
 
-fn decimal(value: &Json, precision: u32, scale: u32, unsigned: bool) -> Result<Value, String> {
+/// A decimal for a `DECIMAL(precision, scale)` column, and whether it was rounded.
+fn decimal(
+    value: &Json,
+    precision: u32,
+    scale: u32,
+    unsigned: bool,
+    overflow: DecimalOverflow,
+) -> Result<(Value, bool), String> {
     let text = numeric_text(value)?;
     if matches!(text.as_str(), "NaN" | "Infinity" | "-Infinity") {
         return Err("is NaN or infinite, which a DECIMAL column cannot hold".into());
     }
-    let parsed = parse_decimal(&text).ok_or("is not a decimal number")?;
+    let mut parsed = parse_decimal(&text).ok_or("is not a decimal number")?;
+    let mut rounded = false;
     if parsed.fraction.len() as u64 > u64::from(scale) {
-        return Err(format!(
-            "has more fractional digits than the column's scale {scale}"
-        ));
+        if overflow == DecimalOverflow::Error {
+            return Err(format!(
+                "has more fractional digits than the column's scale {scale} \
+                 (writer.decimal_overflow = \"error\")"
+            ));
+        }
+        round_half_away_from_zero(&mut parsed, scale as usize);
+        rounded = true;
     }
     let integer_digits = u64::from(precision.saturating_sub(scale));
     if parsed.integer.len() as u64 > integer_digits {
@@ -425,7 +574,48 @@ fn decimal(value: &Json, precision: u32, scale: u32, unsigned: bool) -> Result<V
         normalized.push('.');
         normalized.push_str(&parsed.fraction);
     }
-    Ok(Value::Bytes(normalized.into_bytes()))
+    Ok((Value::Bytes(normalized.into_bytes()), rounded))
+}
+
+/// Rounds `parsed` to `scale` fractional digits, half away from zero, exactly (on the digits),
+/// as MySQL rounds a decimal stored into a column of smaller scale.
+fn round_half_away_from_zero(parsed: &mut DecimalText, scale: usize) {
+    if parsed.fraction.len() <= scale {
+        return;
+    }
+    let up = parsed.fraction.as_bytes()[scale] >= b'5';
+    parsed.fraction.truncate(scale);
+    if up {
+        // Add one unit of the last kept digit to integer and fraction read as one number.
+        let mut digits: Vec<u8> = parsed
+            .integer
+            .bytes()
+            .chain(parsed.fraction.bytes())
+            .collect();
+        let mut carry = true;
+        for digit in digits.iter_mut().rev() {
+            if *digit == b'9' {
+                *digit = b'0';
+            } else {
+                *digit += 1;
+                carry = false;
+                break;
+            }
+        }
+        if carry {
+            digits.insert(0, b'1');
+        }
+        let split = digits.len() - scale;
+        // Only ASCII digits were pushed, so both halves are valid UTF-8.
+        parsed.integer = String::from_utf8_lossy(&digits[..split])
+            .trim_start_matches('0')
+            .to_string();
+        parsed.fraction = String::from_utf8_lossy(&digits[split..]).into_owned();
+    }
+    parsed.fraction = parsed.fraction.trim_end_matches('0').to_string();
+    if parsed.integer.is_empty() && parsed.fraction.is_empty() {
+        parsed.negative = false;
+    }
 }
 
 fn float(value: &Json, double: bool, unsigned: bool) -> Result<Value, String> {
@@ -755,6 +945,97 @@ mod tests {
         assert!(reason(json!(["1"]), "int").contains("JSON array"));
     }
 
+    fn with_rules(value: Json, column_type: &str, rules: ConversionRules) -> Converted {
+        super::convert(
+            &value,
+            &TargetColumn::new("c", column_type),
+            None,
+            &utc(),
+            &rules,
+        )
+        .expect("value converts")
+    }
+
+    /// Issue 12.4: MySQL rounds a decimal with too many fractional digits half away from zero
+    /// (a note, even in strict mode), and the reference's all-types record relies on it.
+    #[test]
+    fn decimals_with_too_many_fractional_digits_round_as_mysql_does() {
+        let rounds = |text: &str, column: &str| {
+            let converted = with_rules(json!(text), column, ConversionRules::default());
+            assert!(
+                converted.rounded,
+                "{text} into {column} is reported as rounded"
+            );
+            match converted.value {
+                Value::Bytes(bytes) => String::from_utf8(bytes).expect("ASCII"),
+                other => panic!("a decimal is bound as text, got {other:?}"),
+            }
+        };
+        assert_eq!(rounds("444.222", "decimal(10,2)"), "444.22");
+        assert_eq!(rounds("444.225", "decimal(10,2)"), "444.23");
+        assert_eq!(rounds("-444.225", "decimal(10,2)"), "-444.23");
+        assert_eq!(rounds("-444.224999", "decimal(10,2)"), "-444.22");
+        assert_eq!(rounds("0.995", "decimal(10,2)"), "1");
+        assert_eq!(rounds("99.995", "decimal(10,2)"), "100");
+        assert_eq!(rounds("-0.004", "decimal(10,2)"), "0");
+        assert_eq!(rounds("1.5", "decimal(10,0)"), "2");
+        assert_eq!(rounds("-2.5", "decimal(10,0)"), "-3");
+        assert_eq!(rounds("0.00000000051", "decimal(38,9)"), "0.000000001");
+        // Rounding that carries into a digit the column does not have is an overflow.
+        let r = reason(json!("99999999.995"), "decimal(10,2)");
+        assert!(r.contains("integer digits"), "{r}");
+        // Exact values are not "rounded".
+        let exact = with_rules(json!("1.50"), "decimal(10,2)", ConversionRules::default());
+        assert!(!exact.rounded);
+
+        let strict = ConversionRules {
+            decimal_overflow: DecimalOverflow::Error,
+            ..ConversionRules::default()
+        };
+        let error = super::convert(
+            &json!("1.234"),
+            &TargetColumn::new("c", "decimal(10,2)"),
+            None,
+            &utc(),
+            &strict,
+        )
+        .expect_err("refused with decimal_overflow = error");
+        assert!(error.to_string().contains("scale 2"), "{error}");
+    }
+
+    /// Issue 12.5: arrays into text columns as the reference writes them, JSON on request.
+    #[test]
+    fn arrays_into_text_are_comma_joined_or_json() {
+        let joined = with_rules(json!(["1", "2"]), "varchar(20)", ConversionRules::default());
+        assert_eq!(joined.value, Value::Bytes(b"1,2".to_vec()));
+        let mixed = with_rules(
+            json!([1, null, true, "x y"]),
+            "text",
+            ConversionRules::default(),
+        );
+        assert_eq!(mixed.value, Value::Bytes(b"1,,true,x y".to_vec()));
+        let as_json = ConversionRules {
+            array_text: ArrayText::Json,
+            ..ConversionRules::default()
+        };
+        let json_text = with_rules(json!(["1", "2"]), "varchar(20)", as_json);
+        assert_eq!(json_text.value, Value::Bytes(br#"["1","2"]"#.to_vec()));
+        // JSON columns keep JSON whatever the rule.
+        let json_column = with_rules(json!(["1", "2"]), "json", ConversionRules::default());
+        assert_eq!(json_column.value, Value::Bytes(br#"["1","2"]"#.to_vec()));
+        // The joined text is checked against the column's length.
+        assert!(
+            super::convert(
+                &json!(["abc", "def"]),
+                &TargetColumn::new("c", "varchar(5)"),
+                None,
+                &utc(),
+                &ConversionRules::default(),
+            )
+            .is_err()
+        );
+    }
+
     #[test]
     fn decimals_are_exact() {
         assert_eq!(
@@ -772,7 +1053,6 @@ mod tests {
             converted(json!("-0.000"), "decimal(10,2)"),
             Value::Bytes(b"0".to_vec())
         );
-        assert!(reason(json!("1.234"), "decimal(10,2)").contains("scale 2"));
         assert!(reason(json!("123456789"), "decimal(10,2)").contains("integer digits"));
         assert!(reason(json!("NaN"), "decimal(10,2)").contains("NaN"));
         assert!(reason(json!("-1"), "decimal(10,2) unsigned").contains("UNSIGNED"));
@@ -826,7 +1106,8 @@ mod tests {
         assert!(r.contains("6 characters") && !r.contains('🦀'), "{r}");
         assert_eq!(
             converted(json!(["a", "b"]), "varchar(50)"),
-            Value::Bytes(br#"["a","b"]"#.to_vec())
+            Value::Bytes(b"a,b".to_vec()),
+            "arrays become the reference's comma-joined text by default"
         );
         assert_eq!(
             converted(json!(12), "char(2)"),

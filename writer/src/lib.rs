@@ -46,6 +46,7 @@ pub mod checkpoint;
 pub mod convert;
 pub mod error;
 pub mod mapping;
+mod placement;
 pub mod schema;
 pub mod shard_task;
 pub mod statement;
@@ -56,7 +57,10 @@ pub use apply::{
 };
 pub use batch::{BatchLimits, CommitPosition, SpannerTransaction, batches};
 pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint};
-pub use convert::{ConversionError, SourceTimeZone, TimeZoneError, to_mysql_value};
+pub use convert::{
+    ArrayText, ConversionError, ConversionRules, Converted, DecimalOverflow, SourceTimeZone,
+    TimeZoneError, comma_joined, convert, to_mysql_value,
+};
 pub use error::{ConversionFailure, MySqlFailure, WriterError};
 pub use mapping::{ColumnMapping, SchemaMapping, SpannerScalar, SpannerType, TableMapping};
 pub use schema::{ColumnKind, ForeignKey, TargetColumn, TargetSchema, TargetTable};

@@ -15,6 +15,8 @@ use std::fmt;
 
 use revrepl_shard_routing::{Session, SessionTable};
 
+use crate::convert::ConversionRules;
+
 /// The scalar type of a Spanner column.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SpannerScalar {
@@ -143,6 +145,8 @@ pub struct SchemaMapping {
     tables: BTreeMap<String, TableMapping>,
     /// Spanner columns left out of every table.
     ignored_everywhere: std::collections::BTreeSet<String>,
+    /// How values are converted where a choice exists (decimal rounding, arrays as text).
+    rules: ConversionRules,
 }
 
 /// What the mapping says about one table.
@@ -200,6 +204,17 @@ impl SchemaMapping {
         self
     }
 
+    /// Converts values by `rules` (the writer's `decimal_overflow` and `array_text`).
+    pub fn with_rules(mut self, rules: ConversionRules) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// The conversion rules.
+    pub fn rules(&self) -> &ConversionRules {
+        &self.rules
+    }
+
     /// Marks Spanner column `column` as existing only in Spanner in every table (the writer's
     /// `ignore_columns` setting).
     pub fn ignoring_column_everywhere(mut self, column: impl Into<String>) -> Self {
@@ -217,6 +232,7 @@ impl SchemaMapping {
         Self {
             tables,
             ignored_everywhere: Default::default(),
+            rules: ConversionRules::default(),
         }
     }
 

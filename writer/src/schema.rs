@@ -327,6 +327,30 @@ impl TargetSchema {
                 (database,),
             )
             .await?;
+        // MariaDB's JSON is a LONGTEXT with the column check `json_valid(`c`)`; such a column
+        // is a JSON column (arrays stay JSON text there, never comma-joined).
+        let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
+        let json_checks: Vec<(String, String, String)> =
+            if version.is_some_and(|v| v.contains("MariaDB")) {
+                conn.exec(
+                    "SELECT TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE \
+                     FROM information_schema.CHECK_CONSTRAINTS \
+                     WHERE CONSTRAINT_SCHEMA = ? AND LEVEL = 'Column'",
+                    (database,),
+                )
+                .await?
+            } else {
+                Vec::new()
+            };
+        let is_mariadb_json = |table: &str, column: &str| {
+            json_checks.iter().any(|(t, name, clause)| {
+                t == table
+                    && name == column
+                    && clause
+                        .replace(' ', "")
+                        .eq_ignore_ascii_case(&format!("json_valid(`{column}`)"))
+            })
+        };
 
         let mut columns_by_table: BTreeMap<String, Vec<TargetColumn>> = BTreeMap::new();
         for row in column_rows {
@@ -338,7 +362,11 @@ impl TargetSchema {
             }
             let data_type = text(2).to_ascii_lowercase();
             let column_type = text(3).to_ascii_lowercase();
-            let kind = ColumnKind::parse(&data_type, &column_type, number(7), number(8), number(9));
+            let kind = if data_type == "longtext" && is_mariadb_json(&table, &text(1)) {
+                ColumnKind::Json
+            } else {
+                ColumnKind::parse(&data_type, &column_type, number(7), number(8), number(9))
+            };
             let extra = text(10).to_ascii_uppercase();
             let generated = [
                 "VIRTUAL GENERATED",

@@ -65,6 +65,9 @@ pub struct ShardContext {
     pub until: Option<Timestamp>,
     /// Set failing transactions aside in `dlq/` instead of stopping the shard.
     pub dead_letter: bool,
+    /// Refuse lines whose `shard` field is missing or names another shard
+    /// (`writer.strict_line_shard`); otherwise they are applied to the folder's shard.
+    pub strict_line_shard: bool,
     /// Counters.
     pub metrics: WriterMetrics,
     /// This process's lease of the shard: no progress is recorded once it is lost.
@@ -505,10 +508,11 @@ impl ShardContext {
             path: path.to_string(),
         })?;
         // Decoding and sorting is CPU work: off the async threads.
-        let (owner, file) = (shard.clone(), path.to_string());
-        let decoded =
-            tokio::task::spawn_blocking(move || decode_and_group(&owner, window, &file, &bytes))
-                .await;
+        let (owner, file, strict) = (shard.clone(), path.to_string(), self.strict_line_shard);
+        let decoded = tokio::task::spawn_blocking(move || {
+            decode_and_group(&owner, window, &file, &bytes, strict)
+        })
+        .await;
         let (records, transactions) = match decoded {
             Ok(result) => result?,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -696,40 +700,21 @@ fn sanitize(text: &str) -> String {
         .collect()
 }
 
-/// Decodes a window file, checks that every record belongs to the shard and the window, and
-/// groups the records into transactions; returns the record count too.
+/// Decodes a window file, checks that every record belongs to the shard and the window
+/// (`strict` also refuses lines of another or no shard), and groups the records into
+/// transactions; returns the record count too.
 fn decode_and_group(
     shard: &ShardId,
     window: Window,
     path: &str,
     bytes: &[u8],
+    strict: bool,
 ) -> Result<(usize, Vec<SpannerTransaction>), WriterError> {
-    let records = decode_window_file(bytes).map_err(|source| WriterError::MalformedFile {
+    let mut records = decode_window_file(bytes).map_err(|source| WriterError::MalformedFile {
         shard: shard.clone(),
         path: path.to_string(),
         source,
     })?;
-    for record in &records {
-        let misplaced = if !window.contains(record.commit_timestamp) {
-            Some(format!(
-                "a record committed at {} lies outside the file's window {window}",
-                record.commit_timestamp
-            ))
-        } else if record.shard != shard.as_str() {
-            Some(format!(
-                "a record of shard {:?} is in this shard's file",
-                record.shard
-            ))
-        } else {
-            None
-        };
-        if let Some(reason) = misplaced {
-            return Err(WriterError::MisplacedRecord {
-                shard: shard.clone(),
-                path: path.to_string(),
-                reason,
-            });
-        }
-    }
+    crate::placement::check_placement(shard, window, path, &mut records, strict)?;
     Ok((records.len(), SpannerTransaction::group(records)))
 }

@@ -45,7 +45,7 @@ use revrepl_record::{ChangeRecord, ModType, ShardId};
 use serde_json::{Map, Value as Json};
 
 use crate::batch::{CommitPosition, SpannerTransaction};
-use crate::convert::{SourceTimeZone, to_mysql_value};
+use crate::convert::{SourceTimeZone, convert};
 use crate::error::{ConversionFailure, WriterError};
 use crate::mapping::{ColumnTarget, SchemaMapping, SpannerType, TableTarget};
 use crate::schema::{TargetSchema, TargetTable};
@@ -390,8 +390,9 @@ impl StatementPlanner {
         }
         let table = &self.plans[plan].target;
         let target = &table.columns[index];
+        let rules = self.mapping.rules();
         let converted =
-            to_mysql_value(value, target, spanner_type.as_ref(), &self.zone).map_err(|error| {
+            convert(value, target, spanner_type.as_ref(), &self.zone, rules).map_err(|error| {
                 WriterError::Conversion(Box::new(ConversionFailure {
                     shard: self.shard.clone(),
                     table: table.name.clone(),
@@ -401,7 +402,10 @@ impl StatementPlanner {
                     error,
                 }))
             })?;
-        into.push((index, converted));
+        if converted.rounded {
+            crate::telemetry::decimal_rounded(&self.shard, &table.name, &target.name);
+        }
+        into.push((index, converted.value));
         Ok(())
     }
 

@@ -125,3 +125,40 @@ impl WriterMetrics {
         self.failed.record(0, &attributes);
     }
 }
+
+/// Counts a decimal rounded to its column's scale (`writer.decimal_overflow = "round"`) in
+/// `revrepl.writer.decimals_rounded` and logs the first one of each (shard, table, column) —
+/// never the value.
+pub(crate) fn decimal_rounded(shard: &ShardId, table: &str, column: &str) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+
+    static COUNTER: OnceLock<Counter<u64>> = OnceLock::new();
+    static LOGGED: OnceLock<Mutex<HashSet<(String, String, String)>>> = OnceLock::new();
+    COUNTER
+        .get_or_init(|| {
+            opentelemetry::global::meter("revrepl-writer")
+                .u64_counter("revrepl.writer.decimals_rounded")
+                .with_description(
+                    "Decimal values rounded to their MySQL column's scale (as MySQL rounds)",
+                )
+                .build()
+        })
+        .add(1, &WriterMetrics::shard(shard));
+    let key = (shard.to_string(), table.to_string(), column.to_string());
+    let first = LOGGED
+        .get_or_init(Default::default)
+        .lock()
+        .map(|mut logged| logged.insert(key))
+        .unwrap_or(false);
+    if first {
+        tracing::warn!(
+            %shard,
+            table,
+            column,
+            "rounding decimals with more fractional digits than the column's scale, half away \
+             from zero as MySQL does (writer.decimal_overflow = \"round\"); logged once per \
+             column, counted in revrepl.writer.decimals_rounded"
+        );
+    }
+}

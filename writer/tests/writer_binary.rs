@@ -389,6 +389,63 @@ async fn reference_style_unordered_files_apply_correctly() {
     assert_eq!(setup.state(0).await, setup.expected["s0"]);
 }
 
+/// Issue 12.6: lines without a `shard` field, or naming another shard than their folder, are
+/// applied to the folder's shard as the reference does, with one warning naming the file;
+/// `writer.strict_line_shard = true` keeps the strict refusal.
+#[tokio::test]
+async fn lines_without_or_with_another_shard_apply_to_the_folders_shard() {
+    let setup = Setup::new(1, 4, false).await;
+    let shard = ShardId::new("s0").expect("id");
+    let rewrite = |index: i64, replacement: &str| {
+        let path = WindowFileName::new(Destination::Shard(shard.clone()), window(index)).path();
+        let file = setup.dir.path().join("buffer").join(&path);
+        let text = std::fs::read_to_string(&file).expect("window file");
+        assert!(text.contains(r#","shard":"s0""#), "{text}");
+        std::fs::write(&file, text.replace(r#","shard":"s0""#, replacement))
+            .expect("rewrite the window file");
+        path
+    };
+    let without = rewrite(1, "");
+    let other = rewrite(2, r#","shard":"s7""#);
+
+    let status = finish(&setup, "regular").await;
+    assert_eq!(status.code(), Some(0), "{}", setup.log());
+    assert_eq!(
+        setup.state(0).await,
+        setup.expected["s0"],
+        "{}",
+        setup.log()
+    );
+    let log = std::fs::read_to_string(setup.dir.path().join("writer.log")).expect("log");
+    for path in [&without, &other] {
+        assert_eq!(
+            log.lines()
+                .filter(|line| line.contains("applying every line") && line.contains(path.as_str()))
+                .count(),
+            1,
+            "one warning for {path}:\n{log}"
+        );
+    }
+
+    // The strict option refuses the first such file.
+    let strict = Setup::new(1, 4, false).await;
+    let path = WindowFileName::new(Destination::Shard(shard.clone()), window(2)).path();
+    let file = strict.dir.path().join("buffer").join(&path);
+    let text = std::fs::read_to_string(&file).expect("window file");
+    std::fs::write(&file, text.replace(r#","shard":"s0""#, r#","shard":"s7""#)).expect("rewrite");
+    let mut child = strict.spawn("regular", &["--set", "writer.strict_line_shard=true"]);
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(120)))
+            .await
+            .expect("join");
+    assert_eq!(status.code(), Some(3), "{}", strict.log());
+    assert!(
+        strict.log().contains("a record of shard \"s7\""),
+        "{}",
+        strict.log()
+    );
+}
+
 #[tokio::test]
 async fn a_shard_down_for_25_seconds_converges_while_others_go_on_and_recovers_within_5_seconds() {
     let mut setup = Setup::new(2, 200, false).await;

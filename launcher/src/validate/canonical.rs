@@ -8,14 +8,16 @@
 //! |---|---|
 //! | [`Rule::Integer`] | decimal integer (`-12`); MySQL `bit` values as their unsigned integer |
 //! | [`Rule::Bool`] | `1` or `0` (MySQL `tinyint(1)` holds booleans) |
-//! | [`Rule::Decimal`] | the decimal without exponent, leading zeros, trailing fractional zeros or `+` (`1.50` → `1.5`, `-0.0` → `0`) |
+//! | [`Rule::Decimal`] | the decimal without exponent, leading zeros, trailing fractional zeros or `+` (`1.50` → `1.5`, `-0.0` → `0`); with `round_to`, the Spanner value is first rounded half away from zero to the column's scale, as the writer (`writer.decimal_overflow = "round"`) and MySQL round |
 //! | [`Rule::Float64`] | the shortest text that reads back as the same `f64` (`{:e}`), `NaN`, `inf`, `-inf`; `-0` is `0` |
 //! | [`Rule::Float32`] | the same for `f32`, used when either side is single precision (MySQL `float`, Spanner `FLOAT32`); the Spanner value is rounded to `f32` first |
 //! | [`Rule::Text`] | the string; for MySQL `char(n)` trailing spaces removed on both sides (MySQL removes them on read) |
 //! | [`Rule::Bytes`] | lower-case hex of the bytes (Spanner `BYTES` decoded from base64); for MySQL `binary(n)` trailing zero bytes removed on both sides (MySQL pads with them) |
 //! | [`Rule::Date`] | `YYYY-MM-DD` |
 //! | [`Rule::DateTime`] | `YYYY-MM-DDTHH:MM:SS.ffffff` in UTC for MySQL `timestamp`, in the source time zone for `datetime`; the Spanner value (nanoseconds) is first rounded half up to the column's fractional digits, as MySQL rounds |
+//! | [`Rule::WholeSeconds`] | as [`Rule::DateTime`], both sides cut to whole seconds: for Spanner `TIMESTAMP` columns replicated through the Spanner emulator, whose change records cut TIMESTAMP values to whole seconds |
 //! | [`Rule::Json`] | the JSON document re-serialized with object keys sorted and no spaces |
+//! | [`Rule::JoinedArray`] | a Spanner array in a text column, as the writer writes it there (`writer.array_text = "comma_joined"`): the elements joined with `,`, NULL as an empty element; the MySQL text as it is |
 //! | [`Rule::Array`] | a JSON array of the elements' texts (strings as they are, numbers and booleans as JSON text, NULL as `null`), so `["1","2"]` and `[1,2]` agree; for MySQL `set` columns the members sorted and joined with `,` |
 //!
 //! NULL is its own value, distinct from every text. A value that cannot be read by its rule
@@ -39,8 +41,11 @@ pub enum Rule {
     Integer,
     /// Booleans as `1`/`0`.
     Bool,
-    /// Exact decimals.
-    Decimal,
+    /// Exact decimals; `round_to` rounds Spanner values to the column's scale first.
+    Decimal {
+        /// The MySQL column's scale, when the writer rounds to it.
+        round_to: Option<u32>,
+    },
     /// Double-precision floats.
     Float64,
     /// Single-precision floats.
@@ -64,8 +69,15 @@ pub enum Rule {
         /// `None` for UTC (MySQL `timestamp`), the source zone for `datetime`.
         zone: Option<SourceZone>,
     },
+    /// Instants cut to whole seconds on both sides (the emulator's change records).
+    WholeSeconds {
+        /// `None` for UTC (MySQL `timestamp`), the source zone for `datetime`.
+        zone: Option<SourceZone>,
+    },
     /// JSON documents.
     Json,
+    /// Arrays in text columns, comma-joined as the writer writes them.
+    JoinedArray,
     /// Arrays; `set` for MySQL `set` columns.
     Array {
         /// The MySQL column is a `set`.
@@ -76,15 +88,85 @@ pub enum Rule {
 /// A canonical value: `None` is NULL.
 pub type Canonical = Option<String>;
 
+/// The writer's choices that change what it stores (`writer.decimal_overflow`,
+/// `writer.array_text`), so that validation compares by the same rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterChoices {
+    /// Decimals with more fractional digits than the column are rounded.
+    pub round_decimals: bool,
+    /// Arrays in text columns are comma-joined.
+    pub join_arrays: bool,
+    /// The data went through the Spanner emulator, whose change records cut TIMESTAMP values
+    /// to whole seconds: TIMESTAMP columns are compared to the second.
+    pub emulator_timestamps: bool,
+}
+
+impl Default for WriterChoices {
+    /// The writer's defaults: round, comma-join.
+    fn default() -> Self {
+        Self {
+            round_decimals: true,
+            join_arrays: true,
+            emulator_timestamps: false,
+        }
+    }
+}
+
+impl From<&revrepl_config::WriterConfig> for WriterChoices {
+    fn from(config: &revrepl_config::WriterConfig) -> Self {
+        Self {
+            round_decimals: config.decimal_overflow == revrepl_config::DecimalOverflow::Round,
+            join_arrays: config.array_text == revrepl_config::ArrayText::CommaJoined,
+            emulator_timestamps: false,
+        }
+    }
+}
+
+/// What is known of a MySQL column for choosing its rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MySqlColumn<'a> {
+    /// `DATA_TYPE`, e.g. `varchar`.
+    pub data_type: &'a str,
+    /// `DATETIME_PRECISION`.
+    pub datetime_precision: Option<u8>,
+    /// `NUMERIC_SCALE`.
+    pub numeric_scale: Option<u32>,
+    /// A MariaDB JSON column (`LONGTEXT` with `CHECK (json_valid(…))`).
+    pub mariadb_json: bool,
+}
+
 /// The rule for a Spanner column of type `spanner_type` (`INT64`, `STRING(MAX)`,
 /// `ARRAY<INT64>`...) stored in a MySQL column of `data_type` (`int`, `varchar`...) with
-/// `datetime_precision` fractional digits; `zone` is the writer's source time zone.
+/// `datetime_precision` fractional digits; `zone` is the writer's source time zone. The
+/// writer's default [`WriterChoices`]; see [`rule_for_column`].
 pub fn rule_for(
     spanner_type: &str,
     data_type: &str,
     datetime_precision: Option<u8>,
     zone: SourceZone,
 ) -> Rule {
+    let column = MySqlColumn {
+        data_type,
+        datetime_precision,
+        ..MySqlColumn::default()
+    };
+    rule_for_column(spanner_type, &column, zone, WriterChoices::default())
+}
+
+/// The rule for a Spanner column of type `spanner_type` stored in `column`, by the writer's
+/// `choices`.
+pub fn rule_for_column(
+    spanner_type: &str,
+    column: &MySqlColumn<'_>,
+    zone: SourceZone,
+    choices: WriterChoices,
+) -> Rule {
+    let data_type = if column.mariadb_json {
+        "json"
+    } else {
+        column.data_type
+    };
+    let datetime_precision = column.datetime_precision;
     let spanner = spanner_type.trim().to_ascii_uppercase();
     let is_array = spanner.starts_with("ARRAY");
     let scalar = spanner
@@ -95,8 +177,14 @@ pub fn rule_for(
         .trim()
         .to_string();
     let fsp = datetime_precision.unwrap_or(0).min(6);
-    match data_type.trim().to_ascii_lowercase().as_str() {
+    let data_type = data_type.trim().to_ascii_lowercase();
+    let text_column = matches!(
+        data_type.as_str(),
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext"
+    );
+    match data_type.as_str() {
         "set" => Rule::Array { set: true },
+        _ if is_array && text_column && choices.join_arrays => Rule::JoinedArray,
         _ if is_array => Rule::Array { set: false },
         "json" => Rule::Json,
         "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" | "bit"
@@ -107,11 +195,19 @@ pub fn rule_for(
         "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" | "bit" => {
             Rule::Integer
         }
-        "decimal" | "numeric" => Rule::Decimal,
+        "decimal" | "numeric" => Rule::Decimal {
+            round_to: column.numeric_scale.filter(|_| choices.round_decimals),
+        },
         "float" => Rule::Float32,
         "double" | "real" if scalar == "FLOAT32" => Rule::Float32,
         "double" | "real" => Rule::Float64,
         "date" => Rule::Date,
+        "datetime" if choices.emulator_timestamps && scalar == "TIMESTAMP" => {
+            Rule::WholeSeconds { zone: Some(zone) }
+        }
+        "timestamp" if choices.emulator_timestamps && scalar == "TIMESTAMP" => {
+            Rule::WholeSeconds { zone: None }
+        }
         "datetime" => Rule::DateTime {
             fsp,
             zone: Some(zone),
@@ -136,6 +232,9 @@ pub fn from_spanner(rule: &Rule, value: &SpannerValue) -> Canonical {
         Kind::List => {
             let list = value.as_list()?;
             let elements: Vec<Option<String>> = list.iter().map(spanner_scalar_text).collect();
+            if *rule == Rule::JoinedArray {
+                return Some(joined_text(elements));
+            }
             return Some(array_text(rule, elements));
         }
         _ => {}
@@ -147,7 +246,10 @@ pub fn from_spanner(rule: &Rule, value: &SpannerValue) -> Canonical {
             Some(flag) => u8::from(flag).to_string(),
             None => integer_text(&text),
         },
-        Rule::Decimal => decimal_text(&text),
+        Rule::Decimal { round_to: None } => decimal_text(&text),
+        Rule::Decimal {
+            round_to: Some(scale),
+        } => round_decimal_text(&decimal_text(&text), *scale),
         Rule::Float64 => match value.as_f64() {
             Some(number) => float64_text(number),
             None => text.parse::<f64>().map_or(text, float64_text),
@@ -175,7 +277,22 @@ pub fn from_spanner(rule: &Rule, value: &SpannerValue) -> Canonical {
             }
             Err(_) => text,
         },
+        Rule::WholeSeconds { zone } => match DateTime::parse_from_rfc3339(&text) {
+            Ok(instant) => {
+                let cut = instant.with_timezone(&Utc).trunc_subsecs(0);
+                let local = match zone {
+                    None => cut.naive_utc(),
+                    Some(zone) => zone.local(cut),
+                };
+                datetime_text(local)
+            }
+            Err(_) => text,
+        },
         Rule::Json => json_text(&text),
+        Rule::JoinedArray => match serde_json::from_str::<Json>(&text) {
+            Ok(Json::Array(items)) => joined_text(items.into_iter().map(json_element).collect()),
+            _ => text,
+        },
         Rule::Array { .. } => array_from_json_text(rule, &text),
     })
 }
@@ -207,14 +324,14 @@ pub fn from_mysql(rule: &Rule, value: &MySqlValue) -> Canonical {
         MySqlValue::Float(number) => {
             return Some(match rule {
                 Rule::Float64 => float64_text(f64::from(*number)),
-                Rule::Decimal => decimal_text(&number.to_string()),
+                Rule::Decimal { .. } => decimal_text(&number.to_string()),
                 _ => float32_text(*number),
             });
         }
         MySqlValue::Double(number) => {
             return Some(match rule {
                 Rule::Float32 => float32_text(*number as f32),
-                Rule::Decimal => decimal_text(&number.to_string()),
+                Rule::Decimal { .. } => decimal_text(&number.to_string()),
                 _ => float64_text(*number),
             });
         }
@@ -231,6 +348,9 @@ pub fn from_mysql(rule: &Rule, value: &MySqlValue) -> Canonical {
             });
             return Some(match (rule, date, moment) {
                 (Rule::Date, Some(date), _) => date.format("%Y-%m-%d").to_string(),
+                (Rule::WholeSeconds { .. }, _, Some(moment)) => {
+                    datetime_text(moment.trunc_subsecs(0))
+                }
                 (_, _, Some(moment)) => datetime_text(moment),
                 _ => format!(
                     "{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{micros:06}"
@@ -263,7 +383,7 @@ fn from_mysql_text(rule: &Rule, text: String) -> String {
                 Err(_) => text,
             },
         },
-        Rule::Decimal => decimal_text(&text),
+        Rule::Decimal { .. } => decimal_text(&text),
         Rule::Float64 => text.trim().parse::<f64>().map_or(text, float64_text),
         Rule::Float32 => text.trim().parse::<f32>().map_or(text, float32_text),
         Rule::Text { trim_spaces } => trim_text(text, *trim_spaces),
@@ -272,9 +392,68 @@ fn from_mysql_text(rule: &Rule, text: String) -> String {
         Rule::DateTime { .. } => {
             NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f").map_or(text, datetime_text)
         }
+        Rule::WholeSeconds { .. } => NaiveDateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f")
+            .map_or(text, |moment| datetime_text(moment.trunc_subsecs(0))),
         Rule::Json => json_text(&text),
+        Rule::JoinedArray => text,
         Rule::Array { .. } => array_from_json_text(rule, &text),
     }
+}
+
+/// Elements joined with `,`, NULL as nothing (the writer's `comma_joined` text).
+fn joined_text(elements: Vec<Option<String>>) -> String {
+    elements
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn json_element(item: Json) -> Option<String> {
+    match item {
+        Json::Null => None,
+        Json::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Rounds canonical decimal `text` (from [`decimal_text`]) to `scale` fractional digits, half
+/// away from zero, as MySQL and the writer round. Text that is not a plain decimal stays.
+fn round_decimal_text(text: &str, scale: u32) -> String {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let scale = scale as usize;
+    if fraction.len() <= scale || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return text.to_string();
+    }
+    let up = fraction.as_bytes()[scale] >= b'5';
+    let mut kept: Vec<u8> = whole.bytes().chain(fraction[..scale].bytes()).collect();
+    if up {
+        let mut carry = true;
+        for digit in kept.iter_mut().rev() {
+            if *digit == b'9' {
+                *digit = b'0';
+            } else {
+                *digit += 1;
+                carry = false;
+                break;
+            }
+        }
+        if carry {
+            kept.insert(0, b'1');
+        }
+    }
+    let split = kept.len() - scale;
+    let rounded = format!(
+        "{}{}.{}",
+        if negative { "-" } else { "" },
+        String::from_utf8_lossy(&kept[..split]),
+        String::from_utf8_lossy(&kept[split..])
+    );
+    decimal_text(&rounded)
 }
 
 /// Spanner scalars as text: strings as they are, numbers as JSON numbers, booleans as
@@ -564,27 +743,132 @@ mod tests {
         );
         same(&Rule::Integer, spanner("5"), MySqlValue::Bytes(vec![0, 5]));
         same(
-            &Rule::Decimal,
+            &Rule::Decimal { round_to: None },
             spanner("1.5"),
             MySqlValue::Bytes(b"1.50".to_vec()),
         );
         same(
-            &Rule::Decimal,
+            &Rule::Decimal { round_to: None },
             spanner("-0.00"),
             MySqlValue::Bytes(b"0.00".to_vec()),
         );
         same(
-            &Rule::Decimal,
+            &Rule::Decimal { round_to: None },
             spanner("007.10"),
             MySqlValue::Bytes(b"7.1".to_vec()),
         );
         differ(
-            &Rule::Decimal,
+            &Rule::Decimal { round_to: None },
             spanner("1.51"),
             MySqlValue::Bytes(b"1.50".to_vec()),
         );
         assert_eq!(decimal_text("1e3"), "1000");
         assert_eq!(decimal_text("+12"), "12");
+    }
+
+    /// Issue 12: a decimal the writer rounded and an array it comma-joined match their
+    /// Spanner values; anything else that differs is still reported.
+    #[test]
+    fn validation_follows_the_writers_rounding_and_joining() {
+        let z = utc();
+        let decimal = MySqlColumn {
+            data_type: "decimal",
+            numeric_scale: Some(2),
+            ..MySqlColumn::default()
+        };
+        let rounding = rule_for_column("NUMERIC", &decimal, z, WriterChoices::default());
+        assert_eq!(rounding, Rule::Decimal { round_to: Some(2) });
+        same(
+            &rounding,
+            spanner("444.222"),
+            MySqlValue::Bytes(b"444.22".to_vec()),
+        );
+        same(
+            &rounding,
+            spanner("444.225"),
+            MySqlValue::Bytes(b"444.23".to_vec()),
+        );
+        same(
+            &rounding,
+            spanner("-444.225"),
+            MySqlValue::Bytes(b"-444.23".to_vec()),
+        );
+        same(
+            &rounding,
+            spanner("99.995"),
+            MySqlValue::Bytes(b"100.00".to_vec()),
+        );
+        same(
+            &rounding,
+            spanner("-0.004"),
+            MySqlValue::Bytes(b"0.00".to_vec()),
+        );
+        differ(
+            &rounding,
+            spanner("444.222"),
+            MySqlValue::Bytes(b"444.21".to_vec()),
+        );
+        let strict = WriterChoices {
+            round_decimals: false,
+            ..WriterChoices::default()
+        };
+        let exact = rule_for_column("NUMERIC", &decimal, z, strict);
+        differ(
+            &exact,
+            spanner("444.222"),
+            MySqlValue::Bytes(b"444.22".to_vec()),
+        );
+
+        let varchar = MySqlColumn {
+            data_type: "varchar",
+            ..MySqlColumn::default()
+        };
+        let joined = rule_for_column("ARRAY<STRING(MAX)>", &varchar, z, WriterChoices::default());
+        assert_eq!(joined, Rule::JoinedArray);
+        let list = SpannerValue::from(vec![Some("1".to_string()), None, Some("2".to_string())]);
+        same(&joined, list.clone(), MySqlValue::Bytes(b"1,,2".to_vec()));
+        differ(&joined, list.clone(), MySqlValue::Bytes(b"1,2".to_vec()));
+        let as_json = WriterChoices {
+            join_arrays: false,
+            ..WriterChoices::default()
+        };
+        let json_rule = rule_for_column("ARRAY<STRING(MAX)>", &varchar, z, as_json);
+        same(
+            &json_rule,
+            list,
+            MySqlValue::Bytes(br#"["1",null,"2"]"#.to_vec()),
+        );
+        // MariaDB JSON columns keep JSON arrays.
+        let mariadb_json = MySqlColumn {
+            data_type: "longtext",
+            mariadb_json: true,
+            ..MySqlColumn::default()
+        };
+        assert_eq!(
+            rule_for_column("ARRAY<INT64>", &mariadb_json, z, WriterChoices::default()),
+            Rule::Array { set: false }
+        );
+    }
+
+    /// Issue 12.16: through the emulator, TIMESTAMP values reach MySQL cut to whole seconds.
+    #[test]
+    fn emulator_timestamps_compare_to_the_second() {
+        let column = MySqlColumn {
+            data_type: "datetime",
+            datetime_precision: Some(6),
+            ..MySqlColumn::default()
+        };
+        let emulator = WriterChoices {
+            emulator_timestamps: true,
+            ..WriterChoices::default()
+        };
+        let rule = rule_for_column("TIMESTAMP", &column, utc(), emulator);
+        assert_eq!(rule, Rule::WholeSeconds { zone: Some(utc()) });
+        let stored = MySqlValue::Date(2024, 1, 5, 10, 33, 50, 0);
+        same(&rule, spanner("2024-01-05T10:33:50.789Z"), stored.clone());
+        differ(&rule, spanner("2024-01-05T10:33:51.001Z"), stored.clone());
+        let exact = rule_for_column("TIMESTAMP", &column, utc(), WriterChoices::default());
+        differ(&exact, spanner("2024-01-05T10:33:50.789Z"), stored);
     }
 
     #[test]

@@ -68,6 +68,25 @@ pub struct ValidateOptions {
     pub connect_timeout: Duration,
     /// Spanner columns the writer never writes (`writer.ignore_columns`): not compared.
     pub ignore_columns: Vec<String>,
+    /// The writer's conversion choices (`writer.decimal_overflow`, `writer.array_text`):
+    /// values compare by the same rules.
+    pub writer_choices: canonical::WriterChoices,
+}
+
+/// Said when the Spanner emulator is detected.
+pub const EMULATOR_NOTE: &str = "Spanner emulator detected: TIMESTAMP columns are compared to \
+     the second, because the emulator's change records cut TIMESTAMP values to whole seconds \
+     (so MySQL holds them cut); against production Spanner they are compared exactly";
+
+/// Whether `config` reads from the Spanner emulator: `SPANNER_EMULATOR_HOST` is set, or
+/// `spanner.endpoint` is a plain `http://` endpoint (production Spanner is `https://`).
+pub fn uses_emulator(config: &Config) -> bool {
+    std::env::var_os("SPANNER_EMULATOR_HOST").is_some_and(|host| !host.is_empty())
+        || config
+            .spanner
+            .endpoint
+            .as_deref()
+            .is_some_and(|endpoint| endpoint.starts_with("http://"))
 }
 
 /// The outcome of a validation.
@@ -75,6 +94,8 @@ pub struct ValidateOptions {
 pub struct ValidationReport {
     /// One entry per Spanner table considered.
     pub tables: Vec<TableReport>,
+    /// How the comparison was adjusted, e.g. for the Spanner emulator.
+    pub notes: Vec<String>,
 }
 
 impl ValidationReport {
@@ -248,7 +269,13 @@ pub async fn validate(
             )));
         }
     }
-    let mut report = ValidationReport { tables: Vec::new() };
+    let mut report = ValidationReport {
+        tables: Vec::new(),
+        notes: Vec::new(),
+    };
+    if options.writer_choices.emulator_timestamps {
+        report.notes.push(EMULATOR_NOTE.to_string());
+    }
     for name in names {
         if !options.tables.is_empty() && !options.tables.contains(&name) {
             continue;
@@ -366,6 +393,7 @@ async fn compare_table(
             mapping,
             context.options.zone,
             &context.options.ignore_columns,
+            context.options.writer_choices,
         )
         .await
         .map_err(|e| mysql_error(shard, "read the table's columns", &e))?
@@ -874,6 +902,9 @@ pub fn render_text(report: &ValidationReport) -> String {
                 );
             }
         }
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}");
     }
     let differences = report.differences();
     if differences == 0 {

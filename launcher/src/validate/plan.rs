@@ -9,7 +9,7 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use revrepl_shard_routing::Session;
 
-use super::canonical::{Rule, rule_for};
+use super::canonical::{MySqlColumn, Rule, WriterChoices, rule_for_column};
 use super::zone::SourceZone;
 use crate::error::LauncherError;
 use crate::spanner::SourceDatabase;
@@ -164,21 +164,44 @@ pub struct ShardPlan {
 }
 
 /// The plan of `mapping` on the shard behind `conn`, or why the table cannot be compared
-/// there. Spanner columns in `ignore_columns` are not compared.
+/// there. Spanner columns in `ignore_columns` are not compared; values compare by the
+/// writer's `choices`.
 pub async fn shard_plan(
     conn: &mut Conn,
     mapping: &TableMapping,
     zone: SourceZone,
     ignore_columns: &[String],
+    choices: WriterChoices,
 ) -> Result<Result<ShardPlan, String>, mysql_async::Error> {
-    let rows: Vec<(String, String, Option<u64>, String)> = conn
+    type ColumnRow = (String, String, Option<u64>, String, Option<u64>);
+    let rows: Vec<ColumnRow> = conn
         .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, DATETIME_PRECISION, EXTRA \
+            "SELECT COLUMN_NAME, DATA_TYPE, DATETIME_PRECISION, EXTRA, NUMERIC_SCALE \
              FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
             (&mapping.mysql_table,),
         )
         .await?;
+    // MariaDB's JSON is a LONGTEXT with the column check `json_valid(`c`)`.
+    let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
+    let json_columns: Vec<(String, String)> = if version.is_some_and(|v| v.contains("MariaDB")) {
+        conn.exec(
+            "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = ? AND LEVEL = 'Column'",
+            (&mapping.mysql_table,),
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    let is_mariadb_json = |column: &str| {
+        json_columns.iter().any(|(name, clause)| {
+            name == column
+                && clause
+                    .replace(' ', "")
+                    .eq_ignore_ascii_case(&format!("json_valid(`{column}`)"))
+        })
+    };
     if rows.is_empty() {
         return Ok(Err(format!(
             "MySQL table `{}` does not exist on this shard",
@@ -194,11 +217,11 @@ pub async fn shard_plan(
         let Some(spanner_index) = mapping.spanner.index_of(spanner_name) else {
             continue;
         };
-        let found = rows.iter().find(|(name, _, _, extra)| {
+        let found = rows.iter().find(|(name, _, _, extra, _)| {
             name.eq_ignore_ascii_case(mysql_name)
                 && !extra.to_ascii_uppercase().contains("GENERATED")
         });
-        let Some((name, data_type, precision, _)) = found else {
+        let Some((name, data_type, precision, _, scale)) = found else {
             continue;
         };
         let spanner_type = &mapping.spanner.columns[spanner_index].1;
@@ -206,7 +229,18 @@ pub async fn shard_plan(
         columns.push(PlannedColumn {
             spanner_index,
             mysql_name: name.clone(),
-            rule: rule_for(spanner_type, data_type, precision, zone),
+            rule: rule_for_column(
+                spanner_type,
+                &MySqlColumn {
+                    data_type,
+                    datetime_precision: precision,
+                    numeric_scale: scale.and_then(|s| u32::try_from(s).ok()),
+                    mariadb_json: data_type.eq_ignore_ascii_case("longtext")
+                        && is_mariadb_json(name),
+                },
+                zone,
+                choices,
+            ),
         });
     }
     let mut key = Vec::new();

@@ -111,6 +111,30 @@ async fn tables_unknown_to_the_session_go_to_skip() {
     }
 }
 
+/// Issue 12.3: a table of the session file without a source table (added after the migration)
+/// goes to `skip/` at the reader, even with a valid shard id, and a delete needs no row lookup.
+#[tokio::test]
+async fn spanner_only_tables_go_to_skip() {
+    let assigner = session_assigner();
+    for (mod_type, new_values) in [
+        ("INSERT", json!({"migration_shard_id": "ls1"})),
+        ("DELETE", json!({})),
+    ] {
+        let change = request(
+            "SpannerOnlyEvents",
+            mod_type,
+            json!({"EventId": "1"}),
+            new_values,
+            json!({}),
+        );
+        assert_eq!(
+            assigner.assign(&change).await.expect("skipped"),
+            Destination::Skip,
+            "{mod_type}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn routing_errors_name_table_key_and_cause() {
     let assigner = session_assigner();

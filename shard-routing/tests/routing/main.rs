@@ -2,6 +2,7 @@
 //! built from source and loaded from disk.
 
 mod assignment;
+mod connection_properties;
 mod plugins;
 mod records;
 mod session_file;
