@@ -55,3 +55,8 @@ bench-reader: ## Reader benchmark in release: mods/s vs a parse-and-write baseli
 .PHONY: bench-writer
 bench-writer: ## Writer throughput on durable local MariaDB shards: rows/s, raw-limit and reference ratios, CPU, peak RSS, 4 shards (BENCH_WRITER_ARGS="--records N ...")
 	$(CARGO) bench -p revrepl-writer --bench writer_throughput -- $(BENCH_WRITER_ARGS)
+
+.PHONY: bench-lag
+bench-lag: ## End-to-end lag, Spanner commit to MySQL apply, on the emulator and durable MariaDB: p50/p99/max and drain per window length (BENCH_LAG_ARGS="--rate N --seconds N --windows 1,2,10")
+	$(CARGO) build --release -p revrepl-reader -p revrepl-writer --bins
+	$(CARGO) bench -p revrepl-end-to-end --bench lag -- $(BENCH_LAG_ARGS)
