@@ -110,19 +110,16 @@ const COLUMNS: [&str; 9] = [
 
 /// Durable settings for every server (after the script's defaults, so these win).
 fn server_options() -> Vec<String> {
-    [
-        "--innodb-flush-log-at-trx-commit=1",
-        "--log-bin=mysql-bin",
-        "--server-id=1",
-        "--binlog-format=ROW",
-        "--sync-binlog=1",
-        "--innodb-doublewrite=1",
-        "--innodb-buffer-pool-size=512M",
-        "--innodb-log-file-size=256M",
-        "--max-allowed-packet=64M",
-    ]
-    .map(String::from)
-    .to_vec()
+    let mut options = custom_mariadb::durable_options();
+    options.extend(
+        [
+            "--innodb-buffer-pool-size=512M",
+            "--innodb-log-file-size=256M",
+            "--max-allowed-packet=64M",
+        ]
+        .map(String::from),
+    );
+    options
 }
 
 struct Options {

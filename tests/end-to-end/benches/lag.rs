@@ -86,33 +86,12 @@ impl Options {
     }
 }
 
-fn server_options() -> Vec<String> {
-    [
-        "--innodb-flush-log-at-trx-commit=1",
-        "--log-bin=mysql-bin",
-        "--server-id=1",
-        "--binlog-format=ROW",
-        "--sync-binlog=1",
-        "--innodb-doublewrite=1",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 /// The release binaries next to this benchmark (`target/release/`).
 fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("bench path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built: run `cargo build --release -p revrepl-reader -p revrepl-writer`",
-        path.display()
-    );
-    path
+    revrepl_test_services::workspace_binary(
+        name,
+        "cargo build --release -p revrepl-reader -p revrepl-writer",
+    )
 }
 
 const SESSION: &str = r#"{
@@ -474,7 +453,7 @@ fn main() {
             .expect("instance");
         let servers: Vec<CustomMariaDb> = SHARDS
             .iter()
-            .map(|_| CustomMariaDb::start(&server_options()).expect("mariadb"))
+            .map(|_| CustomMariaDb::start(&custom_mariadb::durable_options()).expect("mariadb"))
             .collect();
         println!(
             "bench-lag: {} mods/s per shard, {} shards, {} s measured after {} s warm-up, \

@@ -26,18 +26,7 @@ const MYSQL_SCHEMA: [&str; 2] = [
 
 /// The binaries built next to this test (`target/<profile>/`).
 fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built: run `cargo build --workspace --bins`",
-        path.display()
-    );
-    path
+    revrepl_test_services::workspace_binary(name, "cargo build --workspace --bins")
 }
 
 fn spawn(

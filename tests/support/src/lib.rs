@@ -30,5 +30,5 @@ pub mod workload;
 pub use error::ServiceError;
 pub use gcs::FakeGcs;
 pub use mariadb::{MariaDb, ensure_mariadb_installed};
-pub use process::{free_port, process_is_running, scripts_dir, wait_for_exit};
+pub use process::{free_port, process_is_running, scripts_dir, wait_for_exit, workspace_binary};
 pub use spanner::{EmulatorOptions, SpannerEmulator, emulator_bin_dir};

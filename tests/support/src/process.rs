@@ -35,6 +35,23 @@ fn keep_dirs() -> bool {
     std::env::var_os("REVREPL_KEEP_SERVICES").is_some_and(|v| v == "1")
 }
 
+/// A binary of this workspace built next to the running test or benchmark (`target/<profile>/`,
+/// the parent of its `deps/`); panics with the build command to run when it is missing.
+pub fn workspace_binary(name: &str, build_hint: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the path of this test");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the target directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `{build_hint}`",
+        path.display()
+    );
+    path
+}
+
 /// True when the process exists and is not a zombie (the container's init may reap late).
 pub fn process_is_running(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

@@ -9,6 +9,22 @@ use std::process::{Command, Output, Stdio};
 
 use revrepl_test_services::{ensure_mariadb_installed, scripts_dir};
 
+/// `mariadbd` options that make every commit durable: the redo log flushed and the binary log
+/// synced at each commit, doublewrite on (the benchmarks' settings).
+#[allow(dead_code)] // Not every includer starts a durable server.
+pub fn durable_options() -> Vec<String> {
+    [
+        "--innodb-flush-log-at-trx-commit=1",
+        "--log-bin=mysql-bin",
+        "--server-id=1",
+        "--binlog-format=ROW",
+        "--sync-binlog=1",
+        "--innodb-doublewrite=1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Exit code of `mariadb.sh start` when the port was taken.
 const EXIT_PORT_IN_USE: i32 = 3;
 
