@@ -42,6 +42,7 @@
 pub mod app;
 pub mod apply;
 pub mod batch;
+mod careful;
 pub mod checkpoint;
 pub mod convert;
 pub mod error;
@@ -59,5 +60,5 @@ pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint};
 pub use convert::{ConversionError, SourceTimeZone, TimeZoneError, to_mysql_value};
 pub use error::{ConversionFailure, MySqlFailure, WriterError};
 pub use mapping::{ColumnMapping, SchemaMapping, SpannerScalar, SpannerType, TableMapping};
-pub use schema::{ColumnKind, ForeignKey, TargetColumn, TargetSchema, TargetTable};
+pub use schema::{ColumnKind, ForeignKey, TargetColumn, TargetSchema, TargetTable, UniqueIndex};
 pub use statement::{PlannedStatement, StatementKind, StatementLimits, StatementPlanner};
