@@ -15,6 +15,12 @@
 //! [`ShardApplier::apply_batch_with_retry`]). After a transient error the connection is
 //! dropped and the next call opens a new one.
 //!
+//! When the planned statements of a batch meet a unique-index or foreign-key conflict that
+//! their order could not avoid (see [`crate::statement`]), the batch is rolled back and applied
+//! again transaction by transaction: halves of it under a savepoint, and a single transaction
+//! that still conflicts row by row (`crate::careful`,
+//! `docs/decisions/0007-unique-indexes-and-conflicts.md`).
+//!
 //! Planning (converting values and building statements) needs no connection: a
 //! [`BatchPlanner`] plans a batch ahead — on another thread, while the previous batch is being
 //! applied — and [`ShardApplier::apply_planned_batch`] executes that plan; it plans again
@@ -29,12 +35,13 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::{Conn, Opts, OptsBuilder, Row, Value};
 use revrepl_record::{Backoff, Classify, ErrorClass, ShardId, Window, with_backoff};
 use revrepl_shard_routing::Shard;
 use tokio::sync::Mutex;
 
 use crate::batch::{CommitPosition, SpannerTransaction};
+use crate::careful;
 use crate::checkpoint::{self, CREATE_CHECKPOINT_TABLE, Checkpoint, CheckpointReadError};
 use crate::convert::SourceTimeZone;
 use crate::error::{WriterError, row_and_column};
@@ -51,6 +58,82 @@ const SESSION_SETUP: &[&str] = &[
 
 /// Prepared statements kept per connection: a few shapes per table.
 const STATEMENT_CACHE_SIZE: usize = 512;
+
+/// Where a test can make the applier's connection drop ([`ShardApplier::set_fault_hook`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Before a statement of a batch (planned or row by row).
+    Statement,
+    /// Before the checkpoint is written.
+    Checkpoint,
+    /// Before `COMMIT`.
+    Commit,
+    /// After `COMMIT` succeeded (as if its reply were lost).
+    Committed,
+}
+
+/// A test hook: asked at each [`FaultPoint`]; `true` kills the connection there.
+#[doc(hidden)]
+pub type FaultHook = Arc<dyn Fn(FaultPoint) -> bool + Send + Sync>;
+
+/// The connection while a batch is applied: runs statements, and kills the connection where
+/// a test's fault hook says so.
+pub(crate) struct Session<'a> {
+    conn: &'a mut Conn,
+    pub(crate) shard: &'a ShardId,
+    fault: Option<FaultHook>,
+    /// Statements executed.
+    pub(crate) statements: usize,
+    /// Transactions applied row by row.
+    resolved: usize,
+}
+
+impl Session<'_> {
+    /// Kills the connection if the fault hook says so at `point`.
+    async fn fault(&mut self, point: FaultPoint) -> Result<(), mysql_async::Error> {
+        if self.fault.as_ref().is_some_and(|hook| hook(point)) {
+            let id = self.conn.id();
+            let killed = self.conn.query_drop(format!("KILL {id}")).await;
+            return Err(killed.err().unwrap_or(mysql_async::Error::Driver(
+                mysql_async::DriverError::ConnectionClosed,
+            )));
+        }
+        Ok(())
+    }
+
+    /// Executes a prepared statement.
+    pub(crate) async fn exec(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<(), mysql_async::Error> {
+        self.fault(FaultPoint::Statement).await?;
+        self.statements += 1;
+        self.conn.exec_drop(sql, params).await
+    }
+
+    /// Runs a prepared query and returns its rows.
+    pub(crate) async fn rows(
+        &mut self,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Vec<Row>, mysql_async::Error> {
+        self.fault(FaultPoint::Statement).await?;
+        self.statements += 1;
+        self.conn.exec(sql, params).await
+    }
+
+    /// The rows the last statement changed.
+    pub(crate) fn affected_rows(&self) -> u64 {
+        self.conn.affected_rows()
+    }
+
+    /// Runs a statement without parameters (text protocol).
+    pub(crate) async fn exec_text(&mut self, sql: &str) -> Result<(), mysql_async::Error> {
+        self.conn.query_drop(sql).await
+    }
+}
 
 /// Everything a [`ShardApplier`] needs. `Debug` leaves out the password.
 #[derive(Clone)]
@@ -121,6 +204,9 @@ pub struct ApplyOutcome {
     pub applied_records: usize,
     /// Statements executed.
     pub statements: usize,
+    /// Spanner transactions whose statements met a unique or foreign-key conflict and that
+    /// were applied row by row.
+    pub resolved_transactions: usize,
     /// The checkpoint position after the call (`None` if there is none yet).
     pub position: Option<CommitPosition>,
 }
@@ -249,6 +335,7 @@ pub struct ShardApplier {
     database: String,
     state: Mutex<State>,
     planner: BatchPlanner,
+    fault: std::sync::Mutex<Option<FaultHook>>,
 }
 
 impl std::fmt::Debug for ShardApplier {
@@ -305,7 +392,16 @@ impl ShardApplier {
                 planner: Arc::new(std::sync::Mutex::new(planner)),
                 generation: Arc::new(AtomicU64::new(0)),
             },
+            fault: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Test hook: `hook` is asked before every statement of a batch, before the checkpoint
+    /// write, before and after `COMMIT`, and kills the connection where it answers `true`
+    /// (as a dropped connection or a killed writer would end it).
+    #[doc(hidden)]
+    pub fn set_fault_hook(&self, hook: Option<FaultHook>) {
+        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = hook;
     }
 
     /// The shard.
@@ -422,9 +518,33 @@ impl ShardApplier {
         let mut guard = self.state.lock().await;
         let state = &mut *guard;
         let conn = state.link.acquire(&self.config).await?;
-        let result = self
-            .apply_in_transaction(conn, window, transactions, planned)
+        let mut result = self
+            .apply_in_transaction(conn, window, transactions, planned, false)
             .await;
+        // A unique or foreign-key conflict the planned order did not avoid: again, each
+        // transaction whose statements meet one resolved row by row.
+        if let Err(error) = &result
+            && error.mysql_code().is_some_and(careful::resolvable)
+        {
+            tracing::debug!(
+                shard = %self.config.shard,
+                error = %error,
+                "a planned batch met a constraint conflict; applying it transaction by transaction"
+            );
+            eprintln!("TEMPCOV fallback {error}"); // TEMP
+            result = match conn.query_drop("ROLLBACK").await {
+                Ok(()) => {
+                    self.apply_in_transaction(conn, window, transactions, None, true)
+                        .await
+                }
+                Err(e) => Err(WriterError::database(
+                    &self.config.shard,
+                    "ending a transaction",
+                    String::new(),
+                    &e,
+                )),
+            };
+        }
         // Roll back on a healthy connection; drop a broken one (the server rolls back).
         let healthy = match &result {
             Ok(_) => true,
@@ -514,12 +634,70 @@ impl ShardApplier {
         }
     }
 
+    /// Applies `pending` (whose planned statements met a conflict) in halves, each tried as
+    /// planned statements under a savepoint, down to single transactions, whose conflicts are
+    /// resolved row by row (`crate::careful`).
+    async fn apply_carefully(
+        &self,
+        session: &mut Session<'_>,
+        pending: &[SpannerTransaction],
+    ) -> Result<(), WriterError> {
+        let shard = session.shard;
+        let db = |operation: &'static str| {
+            move |e: mysql_async::Error| WriterError::database(shard, operation, String::new(), &e)
+        };
+        // The whole range is known to meet a conflict.
+        let mut ranges: Vec<(usize, usize, bool)> = vec![(0, pending.len(), true)];
+        while let Some((start, end, fails)) = ranges.pop() {
+            let range = &pending[start..end];
+            if !fails {
+                session
+                    .exec_text("SAVEPOINT revrepl_careful")
+                    .await
+                    .map_err(db("setting a savepoint"))?;
+                let statements = self.planner.lock().plan(range)?;
+                let mut outcome = Ok(());
+                for statement in statements {
+                    outcome = execute(session, statement).await;
+                    if outcome.is_err() {
+                        break;
+                    }
+                }
+                match outcome {
+                    Ok(()) => continue,
+                    Err(error) if error.mysql_code().is_some_and(careful::resolvable) => {
+                        session
+                            .exec_text("ROLLBACK TO SAVEPOINT revrepl_careful")
+                            .await
+                            .map_err(db("rolling back to a savepoint"))?;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            if end - start == 1 {
+                let (schema, rows) = {
+                    let mut planner = self.planner.lock();
+                    (Arc::clone(planner.schema()), planner.plan_ops(&range[0])?)
+                };
+                careful::apply_rows(session, &schema, rows).await?;
+                session.resolved += 1;
+            } else {
+                let middle = start + (end - start) / 2;
+                ranges.push((middle, end, false));
+                ranges.push((start, middle, false));
+            }
+        }
+        Ok(())
+    }
+
+    /// One attempt at a batch; `careful`: transaction by transaction, resolving conflicts.
     async fn apply_in_transaction(
         &self,
         conn: &mut Conn,
         window: Window,
         transactions: &[SpannerTransaction],
         planned: Option<PlannedBatch>,
+        careful: bool,
     ) -> Result<ApplyOutcome, WriterError> {
         let shard = &self.config.shard;
         let db = |operation: &'static str| {
@@ -557,15 +735,35 @@ impl ShardApplier {
                 ..ApplyOutcome::default()
             });
         };
-        let statements = self.statements_for(pending, planned)?;
-        let statement_count = statements.len();
-        for statement in statements {
-            execute(conn, shard, statement).await?;
+        let fault = self
+            .fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut session = Session {
+            conn: &mut *conn,
+            shard,
+            fault,
+            statements: 0,
+            resolved: 0,
+        };
+        if careful {
+            self.apply_carefully(&mut session, pending).await?;
+        } else {
+            let statements = self.statements_for(pending, planned)?;
+            for statement in statements {
+                execute(&mut session, statement).await?;
+            }
         }
+        let (statement_count, resolved) = (session.statements, session.resolved);
         let position = last.last_position();
         let records: usize = pending.iter().map(SpannerTransaction::len).sum();
+        session
+            .fault(FaultPoint::Checkpoint)
+            .await
+            .map_err(db("writing the checkpoint"))?;
         checkpoint::write(
-            &mut *conn,
+            &mut *session.conn,
             &self.config.run_id,
             shard,
             window,
@@ -575,7 +773,19 @@ impl ShardApplier {
         )
         .await
         .map_err(db("writing the checkpoint"))?;
-        conn.query_drop("COMMIT").await.map_err(db("committing"))?;
+        session
+            .fault(FaultPoint::Commit)
+            .await
+            .map_err(db("committing"))?;
+        session
+            .conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(db("committing"))?;
+        session
+            .fault(FaultPoint::Committed)
+            .await
+            .map_err(db("committing"))?;
         tracing::debug!(
             shard = %shard,
             window = %window,
@@ -583,6 +793,7 @@ impl ShardApplier {
             skipped,
             records,
             statements = statement_count,
+            resolved,
             "applied a batch"
         );
         Ok(ApplyOutcome {
@@ -590,6 +801,7 @@ impl ShardApplier {
             skipped_transactions: skipped,
             applied_records: records,
             statements: statement_count,
+            resolved_transactions: resolved,
             position: Some(position),
         })
     }
@@ -616,10 +828,10 @@ async fn open(config: &ApplierConfig) -> Result<Conn, WriterError> {
 /// Executes one planned statement; an error names the table, the statement and the key of
 /// the row MySQL reports (or the first row).
 async fn execute(
-    conn: &mut Conn,
-    shard: &ShardId,
+    session: &mut Session<'_>,
     statement: PlannedStatement,
 ) -> Result<(), WriterError> {
+    let shard = session.shard;
     let PlannedStatement {
         table,
         kind,
@@ -627,14 +839,15 @@ async fn execute(
         params,
         keys,
     } = statement;
-    conn.exec_drop(&*sql, params).await.map_err(|e| {
+    session.exec(&sql, params).await.map_err(|e| {
         let (row, column) = match &e {
             mysql_async::Error::Server(server) => row_and_column(&server.message),
             _ => (None, None),
         };
-        let verb = match kind {
-            StatementKind::Upsert => "upsert",
-            StatementKind::Delete => "delete",
+        let verb = if kind == StatementKind::Upsert {
+            "upsert"
+        } else {
+            "delete"
         };
         let key = match row.and_then(|r| keys.get(r.checked_sub(1)?)) {
             Some(key) => format!(", key {key}"),

@@ -42,6 +42,7 @@
 pub mod app;
 pub mod apply;
 pub mod batch;
+mod careful;
 pub mod checkpoint;
 pub mod convert;
 pub mod error;
@@ -63,5 +64,5 @@ pub use convert::{
 };
 pub use error::{ConversionFailure, MySqlFailure, WriterError};
 pub use mapping::{ColumnMapping, SchemaMapping, SpannerScalar, SpannerType, TableMapping};
-pub use schema::{ColumnKind, ForeignKey, TargetColumn, TargetSchema, TargetTable};
+pub use schema::{ColumnKind, ForeignKey, TargetColumn, TargetSchema, TargetTable, UniqueIndex};
 pub use statement::{PlannedStatement, StatementKind, StatementLimits, StatementPlanner};

@@ -178,8 +178,8 @@ pub struct TargetTable {
     pub columns: Vec<TargetColumn>,
     /// Indexes into `columns` of the primary-key columns, in key order (empty: no key).
     pub primary_key: Vec<usize>,
-    /// Names of unique indexes other than the primary key.
-    pub unique_indexes: Vec<String>,
+    /// Unique indexes other than the primary key.
+    pub unique_indexes: Vec<UniqueIndex>,
     /// Whether the table has triggers.
     pub has_triggers: bool,
     by_lower_name: HashMap<String, usize>,
@@ -208,9 +208,17 @@ impl TargetTable {
         }
     }
 
-    /// The same table with a unique index `name` besides the primary key.
-    pub fn with_unique_index(mut self, name: impl Into<String>) -> Self {
-        self.unique_indexes.push(name.into());
+    /// The same table with a unique index `name` on `columns` (names; unknown ones are
+    /// ignored) besides the primary key.
+    pub fn with_unique_index(mut self, name: impl Into<String>, columns: &[&str]) -> Self {
+        let columns = columns
+            .iter()
+            .filter_map(|column| self.column(column).map(|(index, _)| index))
+            .collect();
+        self.unique_indexes.push(UniqueIndex {
+            name: name.into(),
+            columns,
+        });
         self
     }
 
@@ -228,6 +236,16 @@ impl TargetTable {
         };
         self.columns.get(index).map(|column| (index, column))
     }
+}
+
+/// A unique index of a MySQL table, other than the primary key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueIndex {
+    /// The index name.
+    pub name: String,
+    /// Indexes into the table's `columns`, in index order. Parts that are not plain columns
+    /// (expressions) are left out.
+    pub columns: Vec<usize>,
 }
 
 /// A foreign key between two tables of the shard's database.
@@ -297,11 +315,11 @@ impl TargetSchema {
                 (database,),
             )
             .await?;
-        let unique_rows: Vec<(String, String)> = conn
+        let unique_rows: Vec<(String, String, Option<String>)> = conn
             .exec(
-                "SELECT DISTINCT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS \
+                "SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS \
                  WHERE TABLE_SCHEMA = ? AND NON_UNIQUE = 0 AND INDEX_NAME <> 'PRIMARY' \
-                 ORDER BY TABLE_NAME, INDEX_NAME",
+                 ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
                 (database,),
             )
             .await?;
@@ -401,11 +419,19 @@ impl TargetSchema {
                 let key = keys.get(&name).cloned().unwrap_or_default();
                 let key: Vec<&str> = key.iter().map(String::as_str).collect();
                 let mut table = TargetTable::new(name, columns, &key);
-                table.unique_indexes = unique_rows
-                    .iter()
-                    .filter(|(t, _)| *t == table.name)
-                    .map(|(_, index)| index.clone())
-                    .collect();
+                for (_, index, column) in unique_rows.iter().filter(|(t, ..)| *t == table.name) {
+                    let column = column
+                        .as_deref()
+                        .and_then(|c| table.column(c))
+                        .map(|(i, _)| i);
+                    match table.unique_indexes.last_mut() {
+                        Some(last) if last.name == *index => last.columns.extend(column),
+                        _ => table.unique_indexes.push(UniqueIndex {
+                            name: index.clone(),
+                            columns: column.into_iter().collect(),
+                        }),
+                    }
+                }
                 table.has_triggers = trigger_rows.contains(&table.name);
                 table
             })

@@ -1,19 +1,39 @@
 //! Planning MySQL statements from Spanner transactions (DESIGN §6.1, §6.2, §6.6).
 //!
-//! Each record becomes one row change: inserts and updates an upsert of the full row
+//! Net effect. Inside one Spanner transaction, the records of one row (one Spanner key) are
+//! combined first, in record order, into the row's state at commit: present with its final
+//! values, or absent. A delete followed by an insert of the same row is therefore an update of
+//! the row in place — never a delete and re-insert, which would fire `ON DELETE CASCADE` on its
+//! children in MySQL although Spanner still has them.
+//!
+//! Each row then becomes one row change: present rows an upsert of the row
 //! (`INSERT … ON DUPLICATE KEY UPDATE col = VALUES(col)`, which MySQL 5.7, 8.x and MariaDB all
-//! accept; a table whose columns are all key columns gets `pk = pk`), deletes a delete by
-//! primary key. Identifiers are quoted with backticks; values are always parameters.
+//! accept; a table whose columns are all key columns gets `pk = pk`), absent rows a delete by
+//! primary key. On a table with a unique index besides the primary key, the upsert is guarded:
+//! its first assignment sets the key to `NULL` — an error in strict mode — unless the
+//! duplicate it met is the row of its own key, so it can never update another row whose unique
+//! value it collided with. Identifiers are quoted with backticks; values are always parameters.
+//!
+//! Keys Spanner does not key on. When the MySQL primary key has columns that are not Spanner
+//! key columns, an update can change them: with old values (`NEW_ROW_AND_OLD_VALUES`) the row
+//! under the old key is deleted first when the key changed; without them, every row of the
+//! Spanner key except the one under the new key is deleted first ([`StatementKind::DeleteStale`]).
+//! A delete without old values deletes the rows of its Spanner key
+//! ([`StatementKind::DeleteBySpannerKey`]). Either way one Spanner row is one MySQL row.
 //!
 //! Order. Transactions keep their commit order. Inside one Spanner transaction the record
-//! order is not necessarily the order the application wrote in, and InnoDB checks foreign keys
-//! per statement, so a transaction's changes are put in an order the foreign keys accept:
-//! upserts of a parent table before upserts of its child tables, and every change of a child
-//! table before deletes of its parent tables (from the foreign-key graph of the target
-//! schema). Changes of one key keep their order; otherwise the record order is kept as far as
-//! these rules allow (a stable topological sort). Tables that reference each other (a cycle,
-//! or a table referencing itself) keep their record order among themselves. If the rules
-//! contradict the per-key order, the transaction keeps its record order.
+//! order is not the order the application wrote in, and InnoDB checks unique indexes and
+//! foreign keys per row, so a transaction's row changes are put in an order that makes
+//! conflicts unlikely: upserts of a parent table before upserts of its child tables, every
+//! change of a child table before deletes of its parent tables (from the foreign-key graph of
+//! the target schema); within tables that reference each other (a cycle, or a table
+//! referencing itself) all upserts before any delete, and a new parent row before the rows
+//! that reference it; otherwise deletes first (they free unique values), then updates of rows
+//! that existed (they may give up unique values), then inserts, each in record order. If these
+//! rules contradict each other, the transaction keeps its record order. Orders that still meet
+//! a unique or foreign-key conflict (a swap of unique values, a delete order only old values
+//! would show) fail with a constraint error, never with a wrong row, and the applier then
+//! resolves the transaction row by row (`crate::careful`).
 //!
 //! Merging. Consecutive changes of the same table, kind and column set become one multi-row
 //! statement — MySQL applies its rows one after the other, so the outcome is that of the
@@ -22,11 +42,11 @@
 //! order).
 //!
 //! Tables whose changes provably commute across keys — no foreign key in or out, no unique
-//! index besides the primary key, no triggers, and a primary key MySQL compares exactly
-//! (numbers, dates, binary strings, text with a binary collation; not `_ci` text, where
-//! different strings can be one key) — are merged further within a batch: the final state
-//! of such a table depends only on the order of the changes of each key, so the batch's
-//! changes of the table are applied in rounds (the first change of every key, then the
+//! index besides the primary key, no triggers, a primary key MySQL compares exactly (numbers,
+//! dates, binary strings, text with a binary collation; not `_ci` text, where different strings
+//! can be one key) and made of Spanner key columns — are merged further within a batch: the
+//! final state of such a table depends only on the order of the changes of each key, so the
+//! batch's changes of the table are applied in rounds (the first change of every key, then the
 //! second, ...), each round as one run per kind and column set, after the other tables'
 //! statements. Interleaved upserts and deletes then cost a few large statements instead of
 //! many small ones.
@@ -75,10 +95,24 @@ impl Default for StatementLimits {
 /// Whether a statement writes rows or deletes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatementKind {
-    /// `INSERT … ON DUPLICATE KEY UPDATE`.
+    /// `INSERT … ON DUPLICATE KEY UPDATE` (guarded on tables with unique secondary indexes).
     Upsert,
     /// `DELETE … WHERE <primary key>`.
     Delete,
+    /// `DELETE … WHERE <Spanner key columns>`: a delete without the values of the MySQL
+    /// primary-key columns Spanner does not key on.
+    DeleteBySpannerKey,
+    /// `DELETE … WHERE <Spanner key columns> AND NOT <primary key>`: before an update that
+    /// may have changed a MySQL primary-key column Spanner does not key on (no old values),
+    /// the row under the old key.
+    DeleteStale,
+}
+
+impl StatementKind {
+    /// Whether the statement deletes rows.
+    pub fn deletes(self) -> bool {
+        self != Self::Upsert
+    }
 }
 
 /// One statement ready to execute.
@@ -103,6 +137,22 @@ impl PlannedStatement {
     }
 }
 
+/// One row change of a Spanner transaction, after its records are combined per row and put in
+/// order: what `crate::careful` applies row by row.
+#[derive(Debug, Clone)]
+pub(crate) struct RowOp {
+    /// The MySQL table.
+    pub table: Arc<TargetTable>,
+    /// What to do.
+    pub kind: StatementKind,
+    /// Target column indexes of `values`, as in [`statement_text`].
+    pub columns: Arc<[usize]>,
+    /// The values.
+    pub values: Vec<Value>,
+    /// The record's keys as the record carries them (for error messages).
+    pub key_text: String,
+}
+
 /// Where a Spanner column's values go.
 #[derive(Debug, Clone)]
 enum Slot {
@@ -123,22 +173,34 @@ struct TablePlan {
     slots: HashMap<String, Slot>,
     column_sets: HashMap<Vec<usize>, Arc<[usize]>>,
     primary_key: Arc<[usize]>,
-    /// Whether changes of different keys commute (merged in rounds).
+    /// Whether changes of different keys commute (merged in rounds), as far as the schema
+    /// tells.
     commutes: bool,
+    /// Whether a record was met whose keys lack a MySQL primary-key column.
+    keys_incomplete: bool,
+    /// Foreign keys of the table to itself: (referencing columns, referenced columns).
+    self_references: Vec<(Vec<usize>, Vec<usize>)>,
 }
 
-/// One record as a row change.
+/// One record (or a row's combined records) as a row change.
 #[derive(Debug)]
 struct RowChange {
     plan: usize,
     node: usize,
     kind: StatementKind,
-    /// Target column indexes of `values`: the columns written (upserts, ascending) or the
-    /// primary key (deletes, in key order).
+    /// Target column indexes of `values`: the columns written (upserts, ascending), the
+    /// primary key (deletes, in key order), the Spanner key columns (deletes by Spanner key,
+    /// ascending), or those followed by the primary key (stale-row deletes).
     columns: Arc<[usize]>,
     values: Vec<Value>,
-    /// The key as MySQL would compare it (case and trailing spaces folded, conservatively).
+    /// The MySQL key as MySQL would compare it (case and trailing spaces folded,
+    /// conservatively); the Spanner key for deletes by Spanner key.
     fingerprint: String,
+    /// The row: its Spanner key values, exactly.
+    identity: String,
+    /// Upserts: whether the row existed before the transaction (its first record in the
+    /// transaction is not an insert).
+    existed: bool,
     key_text: String,
     bytes: usize,
 }
@@ -153,6 +215,8 @@ struct ForeignKeyGraph {
     children: Vec<Vec<usize>>,
     /// Per node, whether it is part of a reference cycle (including referencing itself).
     cyclic: Vec<bool>,
+    /// Per node, its strongly connected component (the smallest node of it).
+    component: Vec<usize>,
 }
 
 impl ForeignKeyGraph {
@@ -196,11 +260,15 @@ impl ForeignKeyGraph {
             }
         }
         let cyclic = (0..count).map(|n| reach[n].contains(&n)).collect();
+        let component = (0..count)
+            .map(|n| (0..n).find(|&m| same_cycle(m, n)).unwrap_or(n))
+            .collect();
         Self {
             nodes,
             parents,
             children,
             cyclic,
+            component,
         }
     }
 }
@@ -265,13 +333,41 @@ impl StatementPlanner {
     ) -> Result<Vec<PlannedStatement>, WriterError> {
         let mut changes = Vec::new();
         for transaction in transactions {
-            let mut own = Vec::with_capacity(transaction.len());
-            for record in transaction.records() {
-                own.push(self.change(record)?);
-            }
-            changes.extend(self.foreign_key_order(own));
+            let own = self.transaction_changes(transaction)?;
+            changes.extend(own);
         }
         Ok(self.merge(changes))
+    }
+
+    /// The row changes of one transaction, combined per row and in order, one by one.
+    pub(crate) fn plan_ops(
+        &mut self,
+        transaction: &SpannerTransaction,
+    ) -> Result<Vec<RowOp>, WriterError> {
+        let changes = self.transaction_changes(transaction)?;
+        Ok(changes
+            .into_iter()
+            .map(|change| RowOp {
+                table: Arc::clone(&self.plans[change.plan].target),
+                kind: change.kind,
+                columns: change.columns,
+                values: change.values,
+                key_text: change.key_text,
+            })
+            .collect())
+    }
+
+    /// One transaction's row changes: records converted, combined per row, ordered.
+    fn transaction_changes(
+        &mut self,
+        transaction: &SpannerTransaction,
+    ) -> Result<Vec<RowChange>, WriterError> {
+        let mut own = Vec::with_capacity(transaction.len());
+        for record in transaction.records() {
+            own.push(self.change(record)?);
+        }
+        let combined = self.combine(own);
+        Ok(self.order(combined))
     }
 
     fn plan_for(&mut self, spanner_table: &str) -> Result<usize, WriterError> {
@@ -306,6 +402,19 @@ impl StatementPlanner {
         let node = self.graph.nodes.get(&target.name).copied().unwrap_or(0);
         let primary_key: Arc<[usize]> = target.primary_key.clone().into();
         let commutes = self.commutes(node, &target);
+        let indexes = |names: &[String]| -> Option<Vec<usize>> {
+            names
+                .iter()
+                .map(|name| target.column(name).map(|(i, _)| i))
+                .collect()
+        };
+        let self_references = self
+            .schema
+            .foreign_keys()
+            .iter()
+            .filter(|fk| fk.table == target.name && fk.referenced_table == target.name)
+            .filter_map(|fk| Some((indexes(&fk.columns)?, indexes(&fk.referenced_columns)?)))
+            .collect();
         self.plans.push(TablePlan {
             spanner_name: spanner_table.to_string(),
             target,
@@ -314,6 +423,8 @@ impl StatementPlanner {
             column_sets: HashMap::new(),
             primary_key,
             commutes,
+            keys_incomplete: false,
+            self_references,
         });
         let index = self.plans.len() - 1;
         self.plan_by_spanner_name
@@ -409,20 +520,48 @@ impl StatementPlanner {
         Ok(())
     }
 
-    fn change(&mut self, record: &ChangeRecord) -> Result<RowChange, WriterError> {
+    /// The shared column set `indexes` (ascending) of `plan`.
+    fn column_set(&mut self, plan: usize, indexes: Vec<usize>) -> Arc<[usize]> {
+        match self.plans[plan].column_sets.entry(indexes) {
+            Entry::Occupied(set) => Arc::clone(set.get()),
+            Entry::Vacant(slot) => {
+                let set: Arc<[usize]> = slot.key().clone().into();
+                Arc::clone(slot.insert(set))
+            }
+        }
+    }
+
+    /// The record as a row change, preceded by the delete of the row under its old MySQL key
+    /// when an update may have moved it (see the module documentation).
+    fn change(
+        &mut self,
+        record: &ChangeRecord,
+    ) -> Result<(Option<RowChange>, RowChange), WriterError> {
         let plan = self.plan_for(&record.table_name)?;
         let the_mod = record.the_mod();
         let keys = self.object(record, "keysJson", &the_mod.keys_json)?;
-        let kind = match record.mod_type {
-            ModType::Insert | ModType::Update => StatementKind::Upsert,
-            ModType::Delete => StatementKind::Delete,
-        };
+        let upsert = matches!(record.mod_type, ModType::Insert | ModType::Update);
         let primary_key = Arc::clone(&self.plans[plan].primary_key);
-        let mut values: Vec<(usize, Value)> = Vec::with_capacity(keys.len() + 8);
+        let mut key_values: Vec<(usize, Value)> = Vec::with_capacity(keys.len());
         for (column, value) in &keys {
-            self.put(plan, record, column, value, &mut values, None)?;
+            self.put(plan, record, column, value, &mut key_values, None)?;
         }
-        if kind == StatementKind::Upsert {
+        key_values.sort_by_key(|(index, _)| *index);
+        let keyed = primary_key
+            .iter()
+            .all(|k| key_values.iter().any(|(i, _)| i == k));
+        if !keyed {
+            self.plans[plan].keys_incomplete = true;
+        }
+        // The row's identity: its Spanner key, exactly.
+        let identity = if key_values.is_empty() {
+            String::new()
+        } else {
+            exact(key_values.iter().map(|(_, v)| v))
+        };
+        let mut values = key_values.clone();
+        let mut old_values = None;
+        if upsert {
             let new_values = self.object(record, "newValuesJson", &the_mod.new_values_json)?;
             for (column, value) in &new_values {
                 self.put(plan, record, column, value, &mut values, None)?;
@@ -430,125 +569,404 @@ impl StatementPlanner {
         } else {
             // A delete needs only the key; drop other columns the keys may carry.
             values.retain(|(index, _)| primary_key.contains(index));
-            if primary_key
-                .iter()
-                .any(|k| !values.iter().any(|(i, _)| i == k))
-            {
+            if !has_all(&values, &primary_key) {
                 let new_values = self.object(record, "newValuesJson", &the_mod.new_values_json)?;
                 for (column, value) in &new_values {
                     self.put(plan, record, column, value, &mut values, Some(&primary_key))?;
                 }
             }
         }
-        if primary_key
-            .iter()
-            .any(|k| !values.iter().any(|(i, _)| i == k))
-        {
+        if !keyed {
             // Old values hold the key columns that are not Spanner key columns, when the stream
             // captures them.
-            let old_values = self.object(record, "oldValuesJson", &the_mod.old_values_json)?;
-            for (column, value) in &old_values {
-                self.put(plan, record, column, value, &mut values, Some(&primary_key))?;
+            let old = self.object(record, "oldValuesJson", &the_mod.old_values_json)?;
+            let mut converted = key_values.clone();
+            for (column, value) in &old {
+                self.put(
+                    plan,
+                    record,
+                    column,
+                    value,
+                    &mut converted,
+                    Some(&primary_key),
+                )?;
             }
+            if !upsert {
+                for (index, value) in &converted {
+                    if !values.iter().any(|(i, _)| i == index) {
+                        values.push((*index, value.clone()));
+                    }
+                }
+            }
+            old_values = Some((old.is_empty(), converted));
         }
-        let table = &self.plans[plan];
-        let mut key_values = Vec::with_capacity(primary_key.len());
+        let table_name = &self.plans[plan].target.name;
+        let key_text = the_mod.keys_json.clone();
+        if !upsert && !has_all(&values, &primary_key) {
+            // A delete without the values of every key column: by its Spanner key.
+            if key_values.is_empty() {
+                let missing = primary_key
+                    .iter()
+                    .find(|k| !values.iter().any(|(i, _)| i == *k))
+                    .copied()
+                    .unwrap_or_default();
+                return Err(WriterError::MissingKeyValue {
+                    shard: self.shard.clone(),
+                    table: table_name.clone(),
+                    column: self.plans[plan].target.columns[missing].name.clone(),
+                    key: key_text,
+                });
+            }
+            let columns = self.column_set(plan, key_values.iter().map(|(i, _)| *i).collect());
+            let values: Vec<Value> = key_values.into_iter().map(|(_, v)| v).collect();
+            let change = RowChange {
+                plan,
+                node: self.plans[plan].node,
+                kind: StatementKind::DeleteBySpannerKey,
+                bytes: values.iter().map(value_bytes).sum(),
+                fingerprint: fingerprint(&values.iter().collect::<Vec<_>>()),
+                columns,
+                values,
+                identity,
+                existed: true,
+                key_text,
+            };
+            return Ok((None, change));
+        }
+        let mut key_of_row = Vec::with_capacity(primary_key.len());
         for &key_index in primary_key.iter() {
             match values.iter().find(|(i, _)| *i == key_index) {
-                Some((_, value)) => key_values.push(value),
+                Some((_, value)) => key_of_row.push(value.clone()),
                 None => {
                     return Err(WriterError::MissingKeyValue {
                         shard: self.shard.clone(),
-                        table: table.target.name.clone(),
-                        column: table.target.columns[key_index].name.clone(),
-                        key: the_mod.keys_json.clone(),
+                        table: table_name.clone(),
+                        column: self.plans[plan].target.columns[key_index].name.clone(),
+                        key: key_text,
                     });
                 }
             }
         }
-        let fingerprint = fingerprint(&key_values);
-        let (columns, values) = match kind {
-            StatementKind::Upsert => {
-                values.sort_by_key(|(index, _)| *index);
-                let indexes: Vec<usize> = values.iter().map(|(i, _)| *i).collect();
-                let table = &mut self.plans[plan];
-                let columns = match table.column_sets.entry(indexes) {
-                    Entry::Occupied(set) => Arc::clone(set.get()),
-                    Entry::Vacant(slot) => {
-                        let set: Arc<[usize]> = slot.key().clone().into();
-                        Arc::clone(slot.insert(set))
-                    }
-                };
-                (columns, values.into_iter().map(|(_, v)| v).collect())
-            }
-            StatementKind::Delete => {
-                let mut ordered = Vec::with_capacity(primary_key.len());
-                for key_index in primary_key.iter() {
-                    if let Some(position) = values.iter().position(|(i, _)| i == key_index) {
-                        ordered.push(values.swap_remove(position).1);
-                    }
-                }
-                (primary_key, ordered)
-            }
+        let fingerprint = fingerprint(&key_of_row.iter().collect::<Vec<_>>());
+        let identity = if identity.is_empty() {
+            exact(key_of_row.iter())
+        } else {
+            identity
         };
-        let bytes = values.iter().map(value_bytes).sum();
-        Ok(RowChange {
+        // The row under its old key, when the update may have moved it.
+        let mut stale = None;
+        if upsert && let Some((no_old_values, old_key)) = old_values {
+            let old_key: Option<Vec<Value>> = primary_key
+                .iter()
+                .map(|k| {
+                    old_key
+                        .iter()
+                        .find(|(i, _)| i == k)
+                        .or_else(|| values.iter().find(|(i, _)| i == k))
+                        .map(|(_, v)| v.clone())
+                })
+                .collect();
+            if let Some(old_key) = old_key.filter(|old| *old != key_of_row) {
+                stale = Some(self.delete_change(
+                    plan,
+                    StatementKind::Delete,
+                    Arc::clone(&primary_key),
+                    old_key,
+                    identity.clone(),
+                    key_text.clone(),
+                ));
+            } else if no_old_values && record.mod_type == ModType::Update && !key_values.is_empty()
+            {
+                let (columns, mut spanner_key): (Vec<usize>, Vec<Value>) =
+                    key_values.iter().cloned().unzip();
+                let columns = columns
+                    .into_iter()
+                    .chain(primary_key.iter().copied())
+                    .collect::<Vec<usize>>();
+                spanner_key.extend(key_of_row.iter().cloned());
+                stale = Some(self.delete_change(
+                    plan,
+                    StatementKind::DeleteStale,
+                    columns.into(),
+                    spanner_key,
+                    identity.clone(),
+                    key_text.clone(),
+                ));
+            }
+        }
+        let (kind, columns, values) = if upsert {
+            values.sort_by_key(|(index, _)| *index);
+            let columns = self.column_set(plan, values.iter().map(|(i, _)| *i).collect());
+            let values: Vec<Value> = values.into_iter().map(|(_, v)| v).collect();
+            (StatementKind::Upsert, columns, values)
+        } else {
+            (StatementKind::Delete, primary_key, key_of_row)
+        };
+        let change = RowChange {
             plan,
             node: self.plans[plan].node,
             kind,
+            bytes: values.iter().map(value_bytes).sum(),
             columns,
             values,
             fingerprint,
-            key_text: the_mod.keys_json.clone(),
-            bytes,
-        })
+            identity,
+            existed: record.mod_type != ModType::Insert,
+            key_text,
+        };
+        Ok((stale, change))
     }
 
-    /// Orders one transaction's changes so that foreign keys accept them (see the module
-    /// documentation).
-    fn foreign_key_order(&self, changes: Vec<RowChange>) -> Vec<RowChange> {
-        let present: HashSet<usize> = changes.iter().map(|c| c.node).collect();
-        let related = present.iter().any(|&node| {
-            self.graph
-                .parents
-                .get(node)
-                .is_some_and(|parents| parents.iter().any(|p| present.contains(p)))
-        });
-        if !related {
+    fn delete_change(
+        &self,
+        plan: usize,
+        kind: StatementKind,
+        columns: Arc<[usize]>,
+        values: Vec<Value>,
+        identity: String,
+        key_text: String,
+    ) -> RowChange {
+        let fingerprint = match kind {
+            StatementKind::Delete => fingerprint(&values.iter().collect::<Vec<_>>()),
+            _ => {
+                let spanner_key = values.len() - self.plans[plan].primary_key.len();
+                fingerprint(&values[..spanner_key].iter().collect::<Vec<_>>())
+            }
+        };
+        RowChange {
+            plan,
+            node: self.plans[plan].node,
+            kind,
+            bytes: values.iter().map(value_bytes).sum(),
+            columns,
+            values,
+            fingerprint,
+            identity,
+            existed: true,
+            key_text,
+        }
+    }
+
+    /// Combines the changes of each row of one transaction, in record order, into the row's
+    /// net change: the deletes of the MySQL keys it leaves, then its upsert if it is present
+    /// at commit (see the module documentation).
+    fn combine(&mut self, changes: Vec<(Option<RowChange>, RowChange)>) -> Vec<RowChange> {
+        if changes.len() == 1 {
+            let mut out = Vec::with_capacity(2);
+            for (stale, change) in changes {
+                out.extend(stale);
+                out.push(change);
+            }
+            return out;
+        }
+        struct Net {
+            deletes: Vec<RowChange>,
+            upsert: Option<RowChange>,
+            existed: bool,
+        }
+        fn push_delete(net: &mut Net, delete: RowChange) {
+            net.upsert = None;
+            if !net
+                .deletes
+                .iter()
+                .any(|d| d.kind == delete.kind && d.values == delete.values)
+            {
+                net.deletes.push(delete);
+            }
+        }
+        let mut rows: Vec<Net> = Vec::new();
+        let mut index: HashMap<(usize, String), usize> = HashMap::new();
+        for (stale, change) in changes {
+            let slot = match index.entry((change.plan, change.identity.clone())) {
+                Entry::Occupied(slot) => *slot.get(),
+                Entry::Vacant(slot) => {
+                    rows.push(Net {
+                        deletes: Vec::new(),
+                        upsert: None,
+                        existed: change.existed,
+                    });
+                    *slot.insert(rows.len() - 1)
+                }
+            };
+            if let Some(stale) = stale {
+                push_delete(&mut rows[slot], stale);
+            }
+            if change.kind.deletes() {
+                push_delete(&mut rows[slot], change);
+                continue;
+            }
+            match rows[slot].upsert.take() {
+                Some(previous) => {
+                    let merged = self.merge_upserts(previous, change);
+                    rows[slot].upsert = Some(merged);
+                }
+                None => {
+                    // Written again after deletes: a delete of its own MySQL key becomes the
+                    // update in place, a delete by Spanner key one of its other rows.
+                    let plan = change.plan;
+                    let primary_key = Arc::clone(&self.plans[plan].primary_key);
+                    let key_of_row: Vec<Value> = primary_key
+                        .iter()
+                        .filter_map(|k| {
+                            let at = change.columns.iter().position(|c| c == k)?;
+                            change.values.get(at).cloned()
+                        })
+                        .collect();
+                    let mut deletes = std::mem::take(&mut rows[slot].deletes);
+                    deletes
+                        .retain(|d| !(d.kind == StatementKind::Delete && d.values == key_of_row));
+                    for delete in &mut deletes {
+                        if delete.kind == StatementKind::DeleteBySpannerKey {
+                            let columns: Vec<usize> = delete
+                                .columns
+                                .iter()
+                                .chain(primary_key.iter())
+                                .copied()
+                                .collect();
+                            delete.kind = StatementKind::DeleteStale;
+                            delete.columns = self.column_set(plan, columns);
+                            delete.values.extend(key_of_row.iter().cloned());
+                            delete.bytes = delete.values.iter().map(value_bytes).sum();
+                        }
+                    }
+                    rows[slot].deletes = deletes;
+                    rows[slot].upsert = Some(change);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for net in rows {
+            out.extend(net.deletes);
+            if let Some(mut upsert) = net.upsert {
+                upsert.existed = net.existed;
+                out.push(upsert);
+            }
+        }
+        out
+    }
+
+    /// Two upserts of one row: the columns of both, the later one's values.
+    fn merge_upserts(&mut self, previous: RowChange, later: RowChange) -> RowChange {
+        let mut pairs: Vec<(usize, Value)> = previous
+            .columns
+            .iter()
+            .copied()
+            .zip(previous.values)
+            .collect();
+        for (&index, value) in later.columns.iter().zip(later.values) {
+            match pairs.iter_mut().find(|(i, _)| *i == index) {
+                Some(pair) => pair.1 = value,
+                None => pairs.push((index, value)),
+            }
+        }
+        pairs.sort_by_key(|(index, _)| *index);
+        let columns = self.column_set(later.plan, pairs.iter().map(|(i, _)| *i).collect());
+        let values: Vec<Value> = pairs.into_iter().map(|(_, v)| v).collect();
+        RowChange {
+            bytes: values.iter().map(value_bytes).sum(),
+            columns,
+            values,
+            existed: previous.existed,
+            ..later
+        }
+    }
+
+    /// Orders one transaction's row changes (see the module documentation).
+    fn order(&self, changes: Vec<RowChange>) -> Vec<RowChange> {
+        let count = changes.len();
+        if count < 2 {
             return changes;
         }
-        let count = changes.len();
-        // Nodes 0..count are changes; barriers follow: "all upserts of table t done" and
-        // "every change of table t done".
-        let mut upserts_done: HashMap<usize, usize> = HashMap::new();
-        let mut all_done: HashMap<usize, usize> = HashMap::new();
+        let mut tables: Vec<usize> = Vec::new();
+        for change in &changes {
+            if !tables.contains(&change.node) {
+                tables.push(change.node);
+            }
+        }
+        let graph = &self.graph;
+        let reorder = tables
+            .iter()
+            .any(|&t| graph.cyclic[t] || graph.parents[t].iter().any(|p| tables.contains(p)))
+            || changes
+                .iter()
+                .any(|c| !self.plans[c.plan].target.unique_indexes.is_empty());
+        if !reorder {
+            return changes;
+        }
+        // Nodes 0..count are changes; barriers follow: per table "all upserts done" and
+        // "every change done", per reference cycle "all upserts done".
         let mut next = count;
-        for &table in &present {
-            upserts_done.insert(table, next);
-            all_done.insert(table, next + 1);
+        let mut barriers: HashMap<usize, (usize, usize)> = HashMap::new();
+        let mut cycle_upserts: HashMap<usize, usize> = HashMap::new();
+        for &table in &tables {
+            barriers.insert(table, (next, next + 1));
             next += 2;
+            if graph.cyclic[table]
+                && let Entry::Vacant(slot) = cycle_upserts.entry(graph.component[table])
+            {
+                slot.insert(next);
+                next += 1;
+            }
         }
         let mut edges: Vec<Vec<usize>> = vec![Vec::new(); next];
+        let mut last_of_row: HashMap<(usize, &str), usize> = HashMap::new();
         let mut last_of_key: HashMap<(usize, &str), usize> = HashMap::new();
         for (i, change) in changes.iter().enumerate() {
             let table = change.node;
+            let (upserts_done, all_done) = barriers[&table];
+            let cycle = graph.cyclic[table].then(|| cycle_upserts[&graph.component[table]]);
             if change.kind == StatementKind::Upsert {
-                edges[i].push(upserts_done[&table]);
-                for parent in &self.graph.parents[table] {
-                    if let Some(&barrier) = upserts_done.get(parent) {
-                        edges[barrier].push(i);
+                edges[i].push(upserts_done);
+                for parent in &graph.parents[table] {
+                    if let Some(&(parent_upserts, _)) = barriers.get(parent) {
+                        edges[parent_upserts].push(i);
                     }
+                }
+                if let Some(cycle) = cycle {
+                    edges[i].push(cycle);
                 }
             } else {
-                for child in &self.graph.children[table] {
-                    if let Some(&barrier) = all_done.get(child) {
-                        edges[barrier].push(i);
+                for child in &graph.children[table] {
+                    if let Some(&(_, child_done)) = barriers.get(child) {
+                        edges[child_done].push(i);
                     }
                 }
+                if let Some(cycle) = cycle {
+                    edges[cycle].push(i);
+                }
             }
-            edges[i].push(all_done[&table]);
-            if let Some(previous) = last_of_key.insert((table, change.fingerprint.as_str()), i) {
+            edges[i].push(all_done);
+            if let Some(previous) = last_of_row.insert((change.plan, change.identity.as_str()), i) {
                 edges[previous].push(i);
+            }
+            if matches!(change.kind, StatementKind::Upsert | StatementKind::Delete)
+                && let Some(previous) = last_of_key.insert((table, change.fingerprint.as_str()), i)
+            {
+                edges[previous].push(i);
+            }
+        }
+        // A new row of a table that references itself before the rows referencing it.
+        let mut planned: Vec<usize> = changes.iter().map(|c| c.plan).collect();
+        planned.sort_unstable();
+        planned.dedup();
+        for plan in planned {
+            for (referencing, referenced) in &self.plans[plan].self_references {
+                let upserts = || {
+                    changes
+                        .iter()
+                        .enumerate()
+                        .filter(move |(_, c)| c.plan == plan && c.kind == StatementKind::Upsert)
+                };
+                let by_key: HashMap<String, usize> = upserts()
+                    .filter_map(|(i, c)| Some((values_at(c, referenced)?, i)))
+                    .collect();
+                for (j, change) in upserts() {
+                    if let Some(&i) = values_at(change, referencing).and_then(|k| by_key.get(&k))
+                        && i != j
+                    {
+                        edges[i].push(j);
+                    }
+                }
             }
         }
         let mut incoming = vec![0usize; next];
@@ -557,14 +975,21 @@ impl StatementPlanner {
                 incoming[target] += 1;
             }
         }
-        // Barriers go first when ready; changes by record order.
-        let rank = |node: usize| if node >= count { (0, node) } else { (1, node) };
-        let mut ready: BinaryHeap<Reverse<(u8, usize)>> = (0..next)
+        // Barriers go first when ready; then deletes, updates, inserts, each by record order.
+        let rank = |node: usize| -> (u8, u8, usize) {
+            match changes.get(node) {
+                None => (0, 0, node),
+                Some(change) if change.kind.deletes() => (1, 0, node),
+                Some(change) if change.existed => (1, 1, node),
+                Some(_) => (1, 2, node),
+            }
+        };
+        let mut ready: BinaryHeap<Reverse<(u8, u8, usize)>> = (0..next)
             .filter(|&n| incoming[n] == 0)
             .map(|n| Reverse(rank(n)))
             .collect();
         let mut order = Vec::with_capacity(count);
-        while let Some(Reverse((_, node))) = ready.pop() {
+        while let Some(Reverse((_, _, node))) = ready.pop() {
             if node < count {
                 order.push(node);
             }
@@ -578,7 +1003,7 @@ impl StatementPlanner {
         if order.len() < count {
             tracing::debug!(
                 shard = %self.shard,
-                "foreign-key order contradicts the per-key order; keeping the record order"
+                "the ordering rules of a transaction contradict each other; keeping the record order"
             );
             return changes;
         }
@@ -611,7 +1036,8 @@ impl StatementPlanner {
         let mut in_order = Vec::with_capacity(changes.len());
         let mut commuting: Vec<(usize, Vec<RowChange>)> = Vec::new();
         for change in changes {
-            if !self.plans[change.plan].commutes {
+            let plan = &self.plans[change.plan];
+            if !plan.commutes || plan.keys_incomplete {
                 in_order.push(change);
             } else if let Some((_, bucket)) = commuting.iter_mut().find(|(n, _)| *n == change.node)
             {
@@ -755,9 +1181,49 @@ fn same_shape(a: &RowChange, b: &RowChange) -> bool {
         && (Arc::ptr_eq(&a.columns, &b.columns) || a.columns == b.columns)
 }
 
+/// Whether `values` has a value for each of `columns`.
+fn has_all(values: &[(usize, Value)], columns: &[usize]) -> bool {
+    columns.iter().all(|k| values.iter().any(|(i, _)| i == k))
+}
+
+/// The fingerprint of an upsert's values of `columns`, if it has them all and none is NULL.
+fn values_at(change: &RowChange, columns: &[usize]) -> Option<String> {
+    let mut values = Vec::with_capacity(columns.len());
+    for column in columns {
+        let at = change.columns.iter().position(|c| c == column)?;
+        match change.values.get(at)? {
+            Value::NULL => return None,
+            value => values.push(value),
+        }
+    }
+    Some(fingerprint(&values))
+}
+
 /// Quotes an identifier with backticks, doubling backticks inside.
 pub fn quote_identifier(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
+}
+
+/// The condition selecting one row of a statement of `kind` over `columns` (as in
+/// [`statement_text`]), with `?` placeholders in the order of the values.
+pub(crate) fn row_condition(table: &TargetTable, kind: StatementKind, columns: &[usize]) -> String {
+    let name = |index: &usize| quote_identifier(&table.columns[*index].name);
+    let all = |columns: &[usize]| -> String {
+        let parts: Vec<String> = columns.iter().map(|i| format!("{}=?", name(i))).collect();
+        parts.join(" AND ")
+    };
+    match kind {
+        StatementKind::Upsert => all(&table.primary_key),
+        StatementKind::Delete | StatementKind::DeleteBySpannerKey => all(columns),
+        StatementKind::DeleteStale => {
+            let split = columns.len().saturating_sub(table.primary_key.len());
+            format!(
+                "{} AND NOT ({})",
+                all(&columns[..split]),
+                all(&columns[split..])
+            )
+        }
+    }
 }
 
 /// The SQL of a statement of `rows` rows over `columns` (indexes into `table.columns`).
@@ -773,14 +1239,30 @@ fn statement_text(
         StatementKind::Upsert => {
             let names: Vec<String> = columns.iter().map(name).collect();
             let placeholders = format!("({})", vec!["?"; columns.len()].join(","));
-            let mut updates: Vec<String> = columns
-                .iter()
-                .filter(|index| !table.primary_key.contains(index))
-                .map(|index| {
-                    let column = name(index);
-                    format!("{column}=VALUES({column})")
-                })
-                .collect();
+            let mut updates: Vec<String> = Vec::new();
+            if !table.unique_indexes.is_empty() {
+                // The duplicate met must be the row of this key: otherwise the key becomes
+                // NULL, which strict mode refuses (error 1048).
+                let same: Vec<String> = table
+                    .primary_key
+                    .iter()
+                    .map(|index| {
+                        let column = name(index);
+                        format!("{column}<=>VALUES({column})")
+                    })
+                    .collect();
+                let first = table.primary_key.first().map(name).unwrap_or_default();
+                updates.push(format!("{first}=IF({},{first},NULL)", same.join(" AND ")));
+            }
+            updates.extend(
+                columns
+                    .iter()
+                    .filter(|index| !table.primary_key.contains(index))
+                    .map(|index| {
+                        let column = name(index);
+                        format!("{column}=VALUES({column})")
+                    }),
+            );
             if updates.is_empty() {
                 // Only key columns: an existing row stays as it is.
                 let column = table.primary_key.first().map(name).unwrap_or_default();
@@ -793,22 +1275,23 @@ fn statement_text(
                 updates.join(",")
             )
         }
-        StatementKind::Delete => {
-            let condition = if columns.len() == 1 {
-                let column = columns.first().map(name).unwrap_or_default();
-                if rows == 1 {
-                    format!("{column}=?")
-                } else {
-                    format!("{column} IN ({})", vec!["?"; rows].join(","))
-                }
+        StatementKind::Delete if columns.len() == 1 => {
+            let column = columns.first().map(name).unwrap_or_default();
+            if rows == 1 {
+                format!("DELETE FROM {table_name} WHERE {column}=?")
             } else {
-                let one: Vec<String> = columns.iter().map(|i| format!("{}=?", name(i))).collect();
-                let one = one.join(" AND ");
-                if rows == 1 {
-                    one
-                } else {
-                    vec![format!("({one})"); rows].join(" OR ")
-                }
+                format!(
+                    "DELETE FROM {table_name} WHERE {column} IN ({})",
+                    vec!["?"; rows].join(",")
+                )
+            }
+        }
+        _ => {
+            let one = row_condition(table, kind, columns);
+            let condition = if rows == 1 {
+                one
+            } else {
+                vec![format!("({one})"); rows].join(" OR ")
             };
             format!("DELETE FROM {table_name} WHERE {condition}")
         }
@@ -826,6 +1309,18 @@ fn fingerprint(values: &[&Value]) -> String {
                 .to_lowercase(),
             other => other.as_sql(true),
         };
+        out.push_str(&text.len().to_string());
+        out.push(':');
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Values exactly, for telling rows apart.
+fn exact<'a>(values: impl Iterator<Item = &'a Value>) -> String {
+    let mut out = String::new();
+    for value in values {
+        let text = value.as_sql(true);
         out.push_str(&text.len().to_string());
         out.push(':');
         out.push_str(&text);
@@ -862,6 +1357,12 @@ mod tests {
             transaction_tag: String::new(),
             shard: "s1".into(),
         }
+    }
+
+    /// `record` in transaction `txid`.
+    fn in_tx(mut record: ChangeRecord, txid: &str) -> ChangeRecord {
+        record.server_transaction_id = txid.into();
+        record
     }
 
     fn fk(child: &str, column: &str, parent: &str) -> ForeignKey {
@@ -996,15 +1497,24 @@ mod tests {
                     r#"{"name":"b"}"#,
                     1,
                 ),
-                record(
-                    "parent",
-                    ModType::Update,
-                    r#"{"id":"1"}"#,
-                    r#"{"name":"c"}"#,
-                    2,
+                in_tx(
+                    record(
+                        "parent",
+                        ModType::Update,
+                        r#"{"id":"1"}"#,
+                        r#"{"name":"c"}"#,
+                        0,
+                    ),
+                    "tx2",
                 ),
-                record("parent", ModType::Delete, r#"{"id":"3"}"#, "{}", 3),
-                record("parent", ModType::Delete, r#"{"id":"4"}"#, "{}", 4),
+                in_tx(
+                    record("parent", ModType::Delete, r#"{"id":"3"}"#, "{}", 1),
+                    "tx2",
+                ),
+                in_tx(
+                    record("parent", ModType::Delete, r#"{"id":"4"}"#, "{}", 2),
+                    "tx2",
+                ),
             ],
         );
         assert_eq!(
@@ -1038,9 +1548,17 @@ mod tests {
                 seq,
             )
         };
+        // One transaction per record (within one, a key's records are combined first).
+        let separate = |records: Vec<ChangeRecord>| -> Vec<ChangeRecord> {
+            records
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| in_tx(r, &format!("t{i:02}")))
+                .collect()
+        };
         let statements = plan(
             &mut p,
-            vec![
+            separate(vec![
                 up(1, "a", 0),
                 del(2, 1),
                 up(3, "b", 2),
@@ -1049,7 +1567,7 @@ mod tests {
                 up(5, "d", 5),
                 del(1, 6),
                 record("parent", ModType::Insert, r#"{"id":"9"}"#, "{}", 7),
-            ],
+            ]),
         );
         assert_eq!(
             shape(&statements),
@@ -1078,7 +1596,7 @@ mod tests {
                     ],
                     &["id"],
                 )
-                .with_unique_index("uv"),
+                .with_unique_index("uv", &["v"]),
             ],
             Vec::new(),
         );
@@ -1089,7 +1607,10 @@ mod tests {
             SourceTimeZone::default(),
             StatementLimits::default(),
         );
-        let statements = plan(&mut p, vec![up(1, "a", 0), del(2, 1), up(3, "b", 2)]);
+        let statements = plan(
+            &mut p,
+            separate(vec![up(1, "a", 0), del(2, 1), up(3, "b", 2)]),
+        );
         assert_eq!(
             shape(&statements),
             vec!["event:Upsert:1", "event:Delete:1", "event:Upsert:1"]
@@ -1145,19 +1666,21 @@ mod tests {
                 record("child", ModType::Delete, r#"{"id":"20"}"#, "{}", 3),
             ],
         );
+        // Deletes first where the foreign keys allow it (the child's), a parent's upsert
+        // before its child's, the parent's delete after every change of the child.
         assert_eq!(
             shape(&statements),
             vec![
+                "child:Delete:1",
                 "parent:Upsert:1",
                 "child:Upsert:1",
-                "child:Delete:1",
                 "parent:Delete:1"
             ]
         );
     }
 
     #[test]
-    fn keeps_per_key_order_and_self_references() {
+    fn combines_a_rows_records_and_keeps_self_reference_deletes_apart() {
         let mut p = planner(StatementLimits::default());
         let statements = plan(
             &mut p,
@@ -1188,19 +1711,15 @@ mod tests {
                 record("node", ModType::Delete, r#"{"id":"2"}"#, "{}", 5),
             ],
         );
+        // Key 1 of `parent`: inserted, updated, deleted and inserted again in one transaction
+        // is one upsert of its last values (no delete, which would cascade). Deletes of a
+        // table referencing itself are not merged.
         assert_eq!(
             shape(&statements),
-            vec![
-                "parent:Upsert:1",
-                "parent:Upsert:1",
-                "parent:Delete:1",
-                "parent:Upsert:1",
-                "node:Delete:1",
-                "node:Delete:1"
-            ]
+            vec!["node:Delete:1", "node:Delete:1", "parent:Upsert:1"]
         );
         assert_eq!(
-            statements[3].params,
+            statements[2].params,
             vec![Value::Int(1), Value::Bytes(b"c".to_vec())]
         );
     }
@@ -1252,5 +1771,177 @@ mod tests {
         );
         let no_key = fail(&mut p, record("parent", ModType::Delete, "{}", "{}", 0));
         assert!(no_key.contains("primary-key column \"id\""), "{no_key}");
+    }
+
+    fn planner_for(tables: Vec<TargetTable>, foreign_keys: Vec<ForeignKey>) -> StatementPlanner {
+        StatementPlanner::new(
+            ShardId::new("s1").expect("valid shard"),
+            Arc::new(TargetSchema::new("db", tables, foreign_keys)),
+            Arc::new(SchemaMapping::identity()),
+            SourceTimeZone::default(),
+            StatementLimits::default(),
+        )
+    }
+
+    fn users() -> TargetTable {
+        TargetTable::new(
+            "u",
+            vec![
+                TargetColumn::new("id", "int").not_null(),
+                TargetColumn::new("email", "varchar(20)"),
+            ],
+            &["id"],
+        )
+        .with_unique_index("by_email", &["email"])
+    }
+
+    #[test]
+    fn upserts_of_tables_with_unique_indexes_never_update_another_row() {
+        let mut p = planner_for(vec![users()], Vec::new());
+        let statements = plan(
+            &mut p,
+            vec![record(
+                "u",
+                ModType::Insert,
+                r#"{"id":"1"}"#,
+                r#"{"email":"x"}"#,
+                0,
+            )],
+        );
+        assert_eq!(
+            &*statements[0].sql,
+            "INSERT INTO `u` (`id`,`email`) VALUES (?,?) ON DUPLICATE KEY UPDATE \
+             `id`=IF(`id`<=>VALUES(`id`),`id`,NULL),`email`=VALUES(`email`)"
+        );
+    }
+
+    #[test]
+    fn unique_tables_order_deletes_then_updates_then_inserts() {
+        let mut p = planner_for(vec![users()], Vec::new());
+        let change = |kind, id: u32, email: &str, seq| {
+            record(
+                "u",
+                kind,
+                &format!(r#"{{"id":"{id}"}}"#),
+                &format!(r#"{{"email":"{email}"}}"#),
+                seq,
+            )
+        };
+        let statements = plan(
+            &mut p,
+            vec![
+                change(ModType::Insert, 3, "x", 0),
+                change(ModType::Update, 2, "y", 1),
+                record("u", ModType::Delete, r#"{"id":"1"}"#, "{}", 2),
+                change(ModType::Insert, 4, "z", 3),
+                change(ModType::Update, 5, "w", 4),
+            ],
+        );
+        let keys: Vec<String> = statements.iter().map(|s| s.keys.join("+")).collect();
+        // One multi-row upsert: its rows are applied in this order.
+        assert_eq!(
+            keys,
+            vec![
+                r#"{"id":"1"}"#,
+                r#"{"id":"2"}+{"id":"5"}+{"id":"3"}+{"id":"4"}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn new_rows_of_a_self_referencing_table_come_after_their_parents() {
+        let mut p = planner(StatementLimits {
+            max_rows: 1,
+            max_bytes: usize::MAX,
+        });
+        let node = |id: u32, up: &str, seq| {
+            record(
+                "node",
+                ModType::Insert,
+                &format!(r#"{{"id":"{id}"}}"#),
+                &format!(r#"{{"up":{up}}}"#),
+                seq,
+            )
+        };
+        let statements = plan(
+            &mut p,
+            vec![
+                node(3, r#""2""#, 0),
+                node(2, r#""1""#, 1),
+                node(1, "null", 2),
+                record("node", ModType::Delete, r#"{"id":"9"}"#, "{}", 3),
+            ],
+        );
+        let keys: Vec<&str> = statements.iter().map(|s| s.keys[0].as_str()).collect();
+        // All upserts before deletes in a table referencing itself; parents first.
+        assert_eq!(
+            keys,
+            vec![
+                r#"{"id":"1"}"#,
+                r#"{"id":"2"}"#,
+                r#"{"id":"3"}"#,
+                r#"{"id":"9"}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_key_column_spanner_does_not_key_on_moves_the_row() {
+        let moved = TargetTable::new(
+            "m",
+            vec![
+                TargetColumn::new("id", "int").not_null(),
+                TargetColumn::new("region", "varchar(5)").not_null(),
+                TargetColumn::new("v", "varchar(5)"),
+            ],
+            &["id", "region"],
+        );
+        let mut p = planner_for(vec![moved], Vec::new());
+        let update = |id: u32, old: &str, seq| {
+            let mut r = in_tx(
+                record(
+                    "m",
+                    ModType::Update,
+                    &format!(r#"{{"id":"{id}"}}"#),
+                    r#"{"region":"us","v":"b"}"#,
+                    seq,
+                ),
+                &format!("t{id}"),
+            );
+            r.mods[0].old_values_json = old.into();
+            r
+        };
+        let statements = plan(
+            &mut p,
+            vec![
+                update(1, r#"{"region":"eu","v":"a"}"#, 0),
+                update(2, r#"{"v":"a"}"#, 0),
+                update(3, "{}", 0),
+                in_tx(record("m", ModType::Delete, r#"{"id":"4"}"#, "{}", 0), "t4"),
+            ],
+        );
+        let sql: Vec<&str> = statements.iter().map(|s| &*s.sql).collect();
+        let upsert = "INSERT INTO `m` (`id`,`region`,`v`) VALUES (?,?,?),(?,?,?) ON DUPLICATE \
+                      KEY UPDATE `v`=VALUES(`v`)";
+        let upsert_one = "INSERT INTO `m` (`id`,`region`,`v`) VALUES (?,?,?) ON DUPLICATE \
+                          KEY UPDATE `v`=VALUES(`v`)";
+        assert_eq!(
+            sql,
+            vec![
+                // Old values name the old key.
+                "DELETE FROM `m` WHERE `id`=? AND `region`=?",
+                // The region did not change (not in the old values): just the upsert.
+                upsert,
+                // No old values: every other row of the Spanner key.
+                "DELETE FROM `m` WHERE `id`=? AND NOT (`id`=? AND `region`=?)",
+                upsert_one,
+                // A delete without old values: by the Spanner key.
+                "DELETE FROM `m` WHERE `id`=?",
+            ]
+        );
+        assert_eq!(
+            statements[0].params,
+            vec![Value::Int(1), Value::Bytes(b"eu".to_vec())]
+        );
     }
 }

@@ -544,8 +544,9 @@ async fn one_key_inserted_updated_deleted_and_reinserted() {
         .await,
         vec![some("1=v3,2=w3")]
     );
-    // 1: insert, update, insert; 2: insert, update, insert.
-    assert_eq!(count(&mut conn, "SELECT n FROM applications").await, 6);
+    // 1: insert, update, insert (separate transactions); 2: one insert, as a transaction's
+    // records of one row are combined into the row's state at commit.
+    assert_eq!(count(&mut conn, "SELECT n FROM applications").await, 4);
 
     // Across windows: delete in the next window, re-insert in the one after.
     let delete = SpannerTransaction::group(vec![record(
@@ -1394,6 +1395,312 @@ async fn a_plan_made_ahead_is_used_only_for_what_the_checkpoint_leaves() {
         counts,
         vec![(1, 1), (2, 1), (3, 1)],
         "each change applied once"
+    );
+    conn.disconnect().await.expect("disconnect");
+}
+
+/// A record with old values (as `NEW_ROW_AND_OLD_VALUES` captures them).
+#[allow(clippy::too_many_arguments)]
+fn record_with_old(
+    offset_ms: i64,
+    txid: &str,
+    sequence: u32,
+    table: &str,
+    mod_type: ModType,
+    keys: serde_json::Value,
+    new_values: serde_json::Value,
+    old_values: serde_json::Value,
+) -> ChangeRecord {
+    let mut record = record(offset_ms, txid, sequence, table, mod_type, keys, new_values);
+    record.mods[0].old_values_json = old_values.to_string();
+    record
+}
+
+/// All rows of `sql` (one text column) joined with `;`.
+async fn rows_text(conn: &mut Conn, sql: &str) -> String {
+    let rows: Vec<Option<String>> = conn.query(sql).await.expect("rows query");
+    rows.into_iter()
+        .map(|r| r.unwrap_or_else(|| "NULL".into()))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Issue 11, finding 1: upserts on tables with a secondary unique index. Spanner checks
+/// uniqueness at commit and a transaction's records are not in the application's order, so
+/// MySQL must end in Spanner's state whatever the record order, never change a row the record
+/// does not key, and never cascade a delete-and-reinsert of a parent.
+#[tokio::test]
+async fn unique_indexes_end_in_spanners_state_in_any_record_order() {
+    let server = MariaDb::start().expect("mariadb starts");
+    let u = |id: u32, email: Option<&str>, name: &str| json!({"id": id.to_string(), "email": email, "name": name});
+    let insert = |seq, id, email, name| {
+        let row = u(id, email, name);
+        record(
+            1,
+            "t",
+            seq,
+            "u",
+            ModType::Insert,
+            json!({"id": row["id"]}),
+            json!({"email": row["email"], "name": row["name"]}),
+        )
+    };
+    let update = |seq, id, email, name| {
+        let mut r = insert(seq, id, email, name);
+        r.mod_type = ModType::Update;
+        r
+    };
+    let delete = |seq, id: u32| {
+        record(
+            1,
+            "t",
+            seq,
+            "u",
+            ModType::Delete,
+            json!({"id": id.to_string()}),
+            json!({}),
+        )
+    };
+    type Case = (&'static str, &'static str, Vec<ChangeRecord>, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "insert taking a deleted row's value",
+            "(1,'x','A')",
+            vec![insert(0, 2, Some("x"), "B"), delete(1, 1)],
+            "2,x,B",
+        ),
+        (
+            "insert taking the value an update gives up",
+            "(1,'x','A')",
+            vec![insert(0, 2, Some("x"), "B"), update(1, 1, Some("y"), "A")],
+            "1,y,A;2,x,B",
+        ),
+        (
+            "swap",
+            "(1,'x','A'),(2,'y','B')",
+            vec![update(0, 1, Some("y"), "A"), update(1, 2, Some("x"), "B")],
+            "1,y,A;2,x,B",
+        ),
+        (
+            "rotation of three",
+            "(1,'x','A'),(2,'y','B'),(3,'z','C')",
+            vec![
+                update(0, 1, Some("y"), "A"),
+                update(1, 2, Some("z"), "B"),
+                update(2, 3, Some("x"), "C"),
+            ],
+            "1,y,A;2,z,B;3,x,C",
+        ),
+        (
+            "delete and re-insert of the holder",
+            "(1,'x','A'),(2,'y','B')",
+            vec![
+                delete(0, 1),
+                delete(1, 2),
+                insert(2, 2, Some("x"), "B2"),
+                insert(3, 1, Some("y"), "A2"),
+            ],
+            "1,y,A2;2,x,B2",
+        ),
+    ];
+    for (index, (name, seed, records, expected)) in cases.into_iter().enumerate() {
+        for reversed in [false, true] {
+            let nullable = index % 2 == 0;
+            let db = format!("uniq{index}{}", if reversed { "r" } else { "f" });
+            let email = if nullable {
+                "email VARCHAR(20)"
+            } else {
+                "email VARCHAR(20) NOT NULL"
+            };
+            let opts = database(
+                &server,
+                &db,
+                &[
+                    &format!(
+                        "CREATE TABLE u (id INT NOT NULL PRIMARY KEY, {email}, name VARCHAR(20), \
+                         UNIQUE KEY by_email (email))"
+                    ),
+                    // Children that a delete of their parent would take along.
+                    "CREATE TABLE c (id INT NOT NULL PRIMARY KEY, u_id INT NOT NULL, \
+                     FOREIGN KEY (u_id) REFERENCES u (id) ON DELETE CASCADE)",
+                    &format!("INSERT INTO u VALUES {seed}"),
+                    "INSERT INTO c SELECT id + 100, id FROM u",
+                ],
+            )
+            .await;
+            let applier = applier(&opts, "UTC", SchemaMapping::identity()).await;
+            let mut records = records.clone();
+            if reversed {
+                // The same transaction with the keys in the other order; a key's own records
+                // keep their order.
+                let mut by_key: Vec<(String, Vec<ChangeRecord>)> = Vec::new();
+                for r in records {
+                    let key = r.mods[0].keys_json.clone();
+                    match by_key.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, own)) => own.push(r),
+                        None => by_key.push((key, vec![r])),
+                    }
+                }
+                records = by_key.into_iter().rev().flat_map(|(_, own)| own).collect();
+                for (sequence, record) in records.iter_mut().enumerate() {
+                    record.record_sequence = format!("{sequence:08}");
+                }
+            }
+            let transactions = SpannerTransaction::group(records);
+            let outcome = applier.apply_batch(window(), &transactions).await;
+            let mut conn = reader(&opts).await;
+            let rows = rows_text(
+                &mut conn,
+                "SELECT CONCAT_WS(',', id, IFNULL(email, 'NULL'), name) FROM u ORDER BY id",
+            )
+            .await;
+            let children =
+                rows_text(&mut conn, "SELECT CONCAT(id, '>', u_id) FROM c ORDER BY id").await;
+            assert!(
+                outcome.is_ok(),
+                "{name} (reversed: {reversed}, nullable: {nullable}): {:?}",
+                outcome.err().map(|e| e.to_string())
+            );
+            assert_eq!(
+                rows, expected,
+                "{name} (reversed: {reversed}, nullable: {nullable})"
+            );
+            // Every parent still in Spanner keeps its child: nothing cascaded.
+            let parents: Vec<&str> = expected
+                .split(';')
+                .filter_map(|row| row.split(',').next())
+                .collect();
+            let seeded: Vec<String> = (1..=3)
+                .filter(|id| seed.contains(&format!("({id},")))
+                .filter(|id| parents.contains(&id.to_string().as_str()))
+                .map(|id| format!("{}>{id}", id + 100))
+                .collect();
+            assert_eq!(
+                children,
+                seeded.join(";"),
+                "{name} (reversed: {reversed}, nullable: {nullable}): children"
+            );
+            conn.disconnect().await.expect("disconnect");
+            applier.close().await;
+        }
+    }
+}
+
+/// An upsert whose unique value belongs to a row the transaction does not change must fail,
+/// never change that other row.
+#[tokio::test]
+async fn an_upsert_never_changes_a_row_it_does_not_key() {
+    let server = MariaDb::start().expect("mariadb starts");
+    let opts = database(
+        &server,
+        "other_row",
+        &[
+            "CREATE TABLE u (id INT NOT NULL PRIMARY KEY, email VARCHAR(20), name VARCHAR(20), \
+             UNIQUE KEY by_email (email))",
+            "INSERT INTO u VALUES (1, 'x', 'A')",
+        ],
+    )
+    .await;
+    let applier = applier(&opts, "UTC", SchemaMapping::identity()).await;
+    let batch = SpannerTransaction::group(vec![record(
+        1,
+        "a",
+        0,
+        "u",
+        ModType::Insert,
+        json!({"id": "2"}),
+        json!({"email": "x", "name": "B"}),
+    )]);
+    let error = applier
+        .apply_batch(window(), &batch)
+        .await
+        .expect_err("the unique value belongs to row 1");
+    assert_eq!(error.class(), ErrorClass::Definite);
+    let message = error.to_string();
+    assert!(
+        message.contains("table u") && message.contains(r#"{"id":"2"}"#),
+        "{message}"
+    );
+    let mut conn = reader(&opts).await;
+    assert_eq!(
+        rows_text(&mut conn, "SELECT CONCAT_WS(',', id, email, name) FROM u").await,
+        "1,x,A"
+    );
+    conn.disconnect().await.expect("disconnect");
+}
+
+/// Issue 11, finding 2: an update that changes a MySQL primary-key column Spanner does not
+/// key on moves the row — never leaves the old one behind.
+#[tokio::test]
+async fn an_update_of_a_key_column_spanner_does_not_key_on_moves_the_row() {
+    let server = MariaDb::start().expect("mariadb starts");
+    let opts = database(
+        &server,
+        "moved",
+        &[
+            // Spanner keys the table on `id` alone; MySQL's key also has `region`.
+            "CREATE TABLE m (id INT NOT NULL, region VARCHAR(5) NOT NULL, v VARCHAR(5), \
+             PRIMARY KEY (id, region))",
+            "INSERT INTO m VALUES (1, 'eu', 'a'), (2, 'eu', 'a'), (3, 'eu', 'a')",
+        ],
+    )
+    .await;
+    let applier = applier(&opts, "UTC", SchemaMapping::identity()).await;
+    let update = |ms, tx: &str, id: &str, region: &str, v: &str, old: serde_json::Value| {
+        record_with_old(
+            ms,
+            tx,
+            0,
+            "m",
+            ModType::Update,
+            json!({ "id": id }),
+            json!({"region": region, "v": v}),
+            old,
+        )
+    };
+    let batch = SpannerTransaction::group(vec![
+        // NEW_ROW_AND_OLD_VALUES: the old region is in the old values.
+        update(1, "a", "1", "us", "b", json!({"region": "eu", "v": "a"})),
+        // Same, and the region does not change.
+        update(2, "b", "2", "eu", "b", json!({"v": "a"})),
+        // NEW_ROW: no old values.
+        update(3, "c", "3", "asia", "c", json!({})),
+        update(4, "d", "1", "asia", "d", json!({})),
+    ]);
+    applier
+        .apply_batch(window(), &batch)
+        .await
+        .expect("moves apply");
+    let mut conn = reader(&opts).await;
+    assert_eq!(
+        rows_text(
+            &mut conn,
+            "SELECT CONCAT_WS(',', id, region, v) FROM m ORDER BY id, region"
+        )
+        .await,
+        "1,asia,d;2,eu,b;3,asia,c"
+    );
+    // A delete without old values (NEW_ROW) deletes the row Spanner keys.
+    let delete = SpannerTransaction::group(vec![record(
+        5,
+        "e",
+        0,
+        "m",
+        ModType::Delete,
+        json!({"id": "3"}),
+        json!({}),
+    )]);
+    applier
+        .apply_batch(window(), &delete)
+        .await
+        .expect("delete applies");
+    assert_eq!(
+        rows_text(
+            &mut conn,
+            "SELECT CONCAT_WS(',', id, region, v) FROM m ORDER BY id, region"
+        )
+        .await,
+        "1,asia,d;2,eu,b"
     );
     conn.disconnect().await.expect("disconnect");
 }
