@@ -151,8 +151,11 @@ fn relations(schema: &TargetSchema, table: &TargetTable) -> Relations {
                     && let Some(child_columns) = indexes(child, &fk.columns)
                 {
                     if rule != Rule::Restrict {
-                        out.cascading
-                            .push((Arc::clone(child), child_columns.clone(), columns.clone()));
+                        out.cascading.push((
+                            Arc::clone(child),
+                            child_columns.clone(),
+                            columns.clone(),
+                        ));
                     }
                     out.children.push(Child {
                         table: Arc::clone(child),
