@@ -79,9 +79,12 @@ fn generate(
             next_txn += 1;
             let commit = Timestamp::new(START + w, (t as u32) * 100_000_000 + 7).expect("ts");
             let ops = rng.random_range(1..4);
+            // Per key of the transaction: whether the row existed before it.
+            let mut touched: BTreeMap<i64, bool> = BTreeMap::new();
             for seq in 0..ops {
                 let id: i64 = rng.random_range(1..40);
                 let exists = expected.rows.contains_key(&id);
+                touched.entry(id).or_insert(exists);
                 let mod_type = match rng.random_range(0..10) {
                     0..=1 if exists => ModType::Delete,
                     _ if exists => ModType::Update,
@@ -101,7 +104,6 @@ fn generate(
                         expected.rows.insert(id, (name.clone(), score));
                     }
                 }
-                *expected.changes.entry(id).or_default() += 1;
                 let record = ChangeRecord {
                     commit_timestamp: commit,
                     server_transaction_id: format!("txn-{next_txn:06}"),
@@ -118,6 +120,13 @@ fn generate(
                     shard: shard.into(),
                 };
                 records.push((record, 0));
+            }
+            // A transaction's records of one row are applied as the row's state at commit:
+            // one change, or none for a row inserted and deleted again.
+            for (id, existed) in touched {
+                if existed || expected.rows.contains_key(&id) {
+                    *expected.changes.entry(id).or_default() += 1;
+                }
             }
         }
         let bytes = if unordered {
