@@ -531,7 +531,6 @@ impl ShardApplier {
                 error = %error,
                 "a planned batch met a constraint conflict; applying it transaction by transaction"
             );
-            eprintln!("TEMPCOV fallback {error}"); // TEMP
             result = match conn.query_drop("ROLLBACK").await {
                 Ok(()) => {
                     self.apply_in_transaction(conn, window, transactions, None, true)

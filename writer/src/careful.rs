@@ -13,11 +13,16 @@
 //!   would take that row along);
 //! - a change that meets a conflict waits; a row whose unique value is held by another row of
 //!   the transaction waits for that row, which goes first;
-//! - when nothing can go on: a cycle of unique values (a swap) is broken by freeing one row's
-//!   value — its column set to `NULL` when the unique index has a nullable column that no
-//!   foreign key references, otherwise the row is deleted with foreign-key checks off (so
-//!   nothing cascades) and inserted again later with its final values over its previous ones;
-//!   a cycle of references among new rows is broken by writing one first with its nullable
+//! - when the holder cannot go first (a swap, or a deleted holder still referenced by rows the
+//!   transaction re-points), its value is freed: its column set to `NULL` when the unique index
+//!   has a nullable column that no foreign key references; otherwise a row the transaction
+//!   keeps is deleted with foreign-key checks off (so nothing cascades) and inserted again
+//!   later with its final values over its previous ones, and a row the transaction deletes is
+//!   deleted now — what MySQL's cascades would do to rows outside the transaction done first,
+//!   by hand, then the row deleted with checks off (the rows still referencing it are
+//!   re-pointed by the transaction) — or the waiting row first writes its columns outside
+//!   unique indexes (its new references);
+//! - a cycle of references among new rows is broken by writing one first with its nullable
 //!   references `NULL`; a cycle of references among deleted rows by setting one's nullable
 //!   references to `NULL` before its delete.
 //!
@@ -199,7 +204,6 @@ pub(crate) async fn apply_rows(
             .collect(),
         relations: Vec::new(),
     };
-    eprintln!("TEMPCOV transaction"); // TEMP
     careful.run(session).await
 }
 
@@ -791,7 +795,6 @@ impl Careful<'_> {
                 Ok(()) => {
                     self.ops[holder].freed.extend(nulls.iter().map(|(i, _)| *i));
                     tracing::debug!(table = %table.name, key = %self.ops[holder].row.key_text, "unique value set aside as NULL");
-                    eprintln!("TEMPCOV null"); // TEMP
                     return Ok(true);
                 }
                 Err(error) if is_constraint(&error) => {}
@@ -833,7 +836,6 @@ impl Careful<'_> {
                 .await?;
             self.ops[holder].aside = Some(previous);
             tracing::debug!(table = %table.name, key = %self.ops[holder].row.key_text, "row set aside, to be inserted again");
-            eprintln!("TEMPCOV aside {}", relations.referenced); // TEMP
             return Ok(true);
         }
         // A row the transaction deletes anyway: now, before the rows the transaction
@@ -844,7 +846,6 @@ impl Careful<'_> {
         {
             self.ops[holder].done = true;
             tracing::debug!(table = %table.name, key = %self.ops[holder].row.key_text, "deleted row freed a unique value");
-            eprintln!("TEMPCOV early-delete"); // TEMP
             self.ops[holder].blocked = None;
             return Ok(true);
         }
@@ -1021,13 +1022,11 @@ impl Careful<'_> {
                     op.references_cleared = true;
                     op.stage = Stage::ReferencesFirst;
                     tracing::debug!(table = %table.name, key = %op.row.key_text, "written first with its references NULL");
-                    eprintln!("TEMPCOV refs-first"); // TEMP
                     return Ok(true);
                 }
                 (kind, Reason::ChildExists) if kind.deletes() && !op.references_cleared => {
                     op.references_cleared = true;
                     tracing::debug!(table = %table.name, key = %op.row.key_text, "references cleared before the delete");
-                    eprintln!("TEMPCOV refs-cleared"); // TEMP
                     let (condition, params) = Self::condition_of(op);
                     let set: Vec<String> = relations
                         .nullable_references
