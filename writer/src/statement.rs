@@ -196,8 +196,10 @@ struct RowChange {
     /// The MySQL key as MySQL would compare it (case and trailing spaces folded,
     /// conservatively); the Spanner key for deletes by Spanner key.
     fingerprint: String,
-    /// The row: its Spanner key values, exactly.
-    identity: String,
+    /// The row: its Spanner key values (exactly; the MySQL key when the record has none).
+    identity: Vec<Value>,
+    /// The row's place among the rows of its transaction (set when they are combined).
+    row: usize,
     /// Upserts: whether the row existed before the transaction (its first record in the
     /// transaction is not an insert).
     existed: bool,
@@ -553,12 +555,8 @@ impl StatementPlanner {
         if !keyed {
             self.plans[plan].keys_incomplete = true;
         }
-        // The row's identity: its Spanner key, exactly.
-        let identity = if key_values.is_empty() {
-            String::new()
-        } else {
-            exact(key_values.iter().map(|(_, v)| v))
-        };
+        // The row's identity: its Spanner key.
+        let identity: Vec<Value> = key_values.iter().map(|(_, v)| v.clone()).collect();
         let mut values = key_values.clone();
         let mut old_values = None;
         if upsert {
@@ -628,6 +626,7 @@ impl StatementPlanner {
                 columns,
                 values,
                 identity,
+                row: 0,
                 existed: true,
                 key_text,
             };
@@ -649,7 +648,7 @@ impl StatementPlanner {
         }
         let fingerprint = fingerprint(&key_of_row.iter().collect::<Vec<_>>());
         let identity = if identity.is_empty() {
-            exact(key_of_row.iter())
+            key_of_row.clone()
         } else {
             identity
         };
@@ -711,6 +710,7 @@ impl StatementPlanner {
             values,
             fingerprint,
             identity,
+            row: 0,
             existed: record.mod_type != ModType::Insert,
             key_text,
         };
@@ -723,7 +723,7 @@ impl StatementPlanner {
         kind: StatementKind,
         columns: Arc<[usize]>,
         values: Vec<Value>,
-        identity: String,
+        identity: Vec<Value>,
         key_text: String,
     ) -> RowChange {
         let fingerprint = match kind {
@@ -742,6 +742,7 @@ impl StatementPlanner {
             values,
             fingerprint,
             identity,
+            row: 0,
             existed: true,
             key_text,
         }
@@ -775,17 +776,33 @@ impl StatementPlanner {
             }
         }
         let mut rows: Vec<Net> = Vec::new();
+        // The rows seen: compared one by one in small transactions, hashed in large ones.
+        let hashed = changes.len() > 16;
+        let mut seen: Vec<(usize, Vec<Value>)> = Vec::new();
         let mut index: HashMap<(usize, String), usize> = HashMap::new();
         for (stale, change) in changes {
-            let slot = match index.entry((change.plan, change.identity.clone())) {
-                Entry::Occupied(slot) => *slot.get(),
-                Entry::Vacant(slot) => {
+            let known = if hashed {
+                let key = (change.plan, exact(change.identity.iter()));
+                let next = rows.len();
+                let slot = *index.entry(key).or_insert(next);
+                (slot < next).then_some(slot)
+            } else {
+                seen.iter().position(|(plan, identity)| {
+                    *plan == change.plan && *identity == change.identity
+                })
+            };
+            let slot = match known {
+                Some(slot) => slot,
+                None => {
+                    if !hashed {
+                        seen.push((change.plan, change.identity.clone()));
+                    }
                     rows.push(Net {
                         deletes: Vec::new(),
                         upsert: None,
                         existed: change.existed,
                     });
-                    *slot.insert(rows.len() - 1)
+                    rows.len() - 1
                 }
             };
             if let Some(stale) = stale {
@@ -835,10 +852,14 @@ impl StatementPlanner {
             }
         }
         let mut out = Vec::with_capacity(rows.len());
-        for net in rows {
-            out.extend(net.deletes);
+        for (row, net) in rows.into_iter().enumerate() {
+            for mut delete in net.deletes {
+                delete.row = row;
+                out.push(delete);
+            }
             if let Some(mut upsert) = net.upsert {
                 upsert.existed = net.existed;
+                upsert.row = row;
                 out.push(upsert);
             }
         }
@@ -909,7 +930,7 @@ impl StatementPlanner {
             }
         }
         let mut edges: Vec<Vec<usize>> = vec![Vec::new(); next];
-        let mut last_of_row: HashMap<(usize, &str), usize> = HashMap::new();
+        let mut last_of_row: HashMap<usize, usize> = HashMap::new();
         let mut last_of_key: HashMap<(usize, &str), usize> = HashMap::new();
         for (i, change) in changes.iter().enumerate() {
             let table = change.node;
@@ -936,7 +957,7 @@ impl StatementPlanner {
                 }
             }
             edges[i].push(all_done);
-            if let Some(previous) = last_of_row.insert((change.plan, change.identity.as_str()), i) {
+            if let Some(previous) = last_of_row.insert(change.row, i) {
                 edges[previous].push(i);
             }
             if matches!(change.kind, StatementKind::Upsert | StatementKind::Delete)
