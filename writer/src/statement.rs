@@ -196,8 +196,9 @@ struct RowChange {
     /// The MySQL key as MySQL would compare it (case and trailing spaces folded,
     /// conservatively); the Spanner key for deletes by Spanner key.
     fingerprint: String,
-    /// The row: its Spanner key values (exactly; the MySQL key when the record has none).
-    identity: Vec<Value>,
+    /// The row: its Spanner key values, when they are not exactly its MySQL key (`None`: the
+    /// MySQL key identifies the row).
+    identity: Option<Vec<Value>>,
     /// The row's place among the rows of its transaction (set when they are combined).
     row: usize,
     /// Upserts: whether the row existed before the transaction (its first record in the
@@ -366,7 +367,7 @@ impl StatementPlanner {
     ) -> Result<Vec<RowChange>, WriterError> {
         let mut own = Vec::with_capacity(transaction.len());
         for record in transaction.records() {
-            own.push(self.change(record)?);
+            self.change(record, &mut own)?;
         }
         let combined = self.combine(own);
         Ok(self.order(combined))
@@ -533,12 +534,13 @@ impl StatementPlanner {
         }
     }
 
-    /// The record as a row change, preceded by the delete of the row under its old MySQL key
-    /// when an update may have moved it (see the module documentation).
+    /// The record as a row change into `out`, preceded by the delete of the row under its old
+    /// MySQL key when an update may have moved it (see the module documentation).
     fn change(
         &mut self,
         record: &ChangeRecord,
-    ) -> Result<(Option<RowChange>, RowChange), WriterError> {
+        out: &mut Vec<RowChange>,
+    ) -> Result<(), WriterError> {
         let plan = self.plan_for(&record.table_name)?;
         let the_mod = record.the_mod();
         let keys = self.object(record, "keysJson", &the_mod.keys_json)?;
@@ -555,9 +557,15 @@ impl StatementPlanner {
         if !keyed {
             self.plans[plan].keys_incomplete = true;
         }
-        // The row's identity: its Spanner key.
-        let identity: Vec<Value> = key_values.iter().map(|(_, v)| v.clone()).collect();
-        let mut values = key_values.clone();
+        // The row's identity: its Spanner key, unless that is exactly its MySQL key.
+        let identity: Option<Vec<Value>> = (!keyed || key_values.len() != primary_key.len())
+            .then(|| key_values.iter().map(|(_, v)| v.clone()).collect());
+        let spanner_key = if keyed {
+            Vec::new()
+        } else {
+            key_values.clone()
+        };
+        let mut values = key_values;
         let mut old_values = None;
         if upsert {
             let new_values = self.object(record, "newValuesJson", &the_mod.new_values_json)?;
@@ -578,7 +586,7 @@ impl StatementPlanner {
             // Old values hold the key columns that are not Spanner key columns, when the stream
             // captures them.
             let old = self.object(record, "oldValuesJson", &the_mod.old_values_json)?;
-            let mut converted = key_values.clone();
+            let mut converted = spanner_key.clone();
             for (column, value) in &old {
                 self.put(
                     plan,
@@ -602,7 +610,7 @@ impl StatementPlanner {
         let key_text = the_mod.keys_json.clone();
         if !upsert && !has_all(&values, &primary_key) {
             // A delete without the values of every key column: by its Spanner key.
-            if key_values.is_empty() {
+            if spanner_key.is_empty() {
                 let missing = primary_key
                     .iter()
                     .find(|k| !values.iter().any(|(i, _)| i == *k))
@@ -615,9 +623,9 @@ impl StatementPlanner {
                     key: key_text,
                 });
             }
-            let columns = self.column_set(plan, key_values.iter().map(|(i, _)| *i).collect());
-            let values: Vec<Value> = key_values.into_iter().map(|(_, v)| v).collect();
-            let change = RowChange {
+            let columns = self.column_set(plan, spanner_key.iter().map(|(i, _)| *i).collect());
+            let values: Vec<Value> = spanner_key.into_iter().map(|(_, v)| v).collect();
+            out.push(RowChange {
                 plan,
                 node: self.plans[plan].node,
                 kind: StatementKind::DeleteBySpannerKey,
@@ -629,8 +637,8 @@ impl StatementPlanner {
                 row: 0,
                 existed: true,
                 key_text,
-            };
-            return Ok((None, change));
+            });
+            return Ok(());
         }
         let mut key_of_row = Vec::with_capacity(primary_key.len());
         for &key_index in primary_key.iter() {
@@ -647,13 +655,11 @@ impl StatementPlanner {
             }
         }
         let fingerprint = fingerprint(&key_of_row.iter().collect::<Vec<_>>());
-        let identity = if identity.is_empty() {
-            key_of_row.clone()
-        } else {
-            identity
+        let identity = match identity {
+            Some(identity) if identity.is_empty() => Some(key_of_row.clone()),
+            identity => identity,
         };
         // The row under its old key, when the update may have moved it.
-        let mut stale = None;
         if upsert && let Some((no_old_values, old_key)) = old_values {
             let old_key: Option<Vec<Value>> = primary_key
                 .iter()
@@ -666,7 +672,7 @@ impl StatementPlanner {
                 })
                 .collect();
             if let Some(old_key) = old_key.filter(|old| *old != key_of_row) {
-                stale = Some(self.delete_change(
+                out.push(self.delete_change(
                     plan,
                     StatementKind::Delete,
                     Arc::clone(&primary_key),
@@ -674,16 +680,16 @@ impl StatementPlanner {
                     identity.clone(),
                     key_text.clone(),
                 ));
-            } else if no_old_values && record.mod_type == ModType::Update && !key_values.is_empty()
+            } else if no_old_values && record.mod_type == ModType::Update && !spanner_key.is_empty()
             {
                 let (columns, mut spanner_key): (Vec<usize>, Vec<Value>) =
-                    key_values.iter().cloned().unzip();
+                    spanner_key.iter().cloned().unzip();
                 let columns = columns
                     .into_iter()
                     .chain(primary_key.iter().copied())
                     .collect::<Vec<usize>>();
                 spanner_key.extend(key_of_row.iter().cloned());
-                stale = Some(self.delete_change(
+                out.push(self.delete_change(
                     plan,
                     StatementKind::DeleteStale,
                     columns.into(),
@@ -701,7 +707,7 @@ impl StatementPlanner {
         } else {
             (StatementKind::Delete, primary_key, key_of_row)
         };
-        let change = RowChange {
+        out.push(RowChange {
             plan,
             node: self.plans[plan].node,
             kind,
@@ -713,8 +719,8 @@ impl StatementPlanner {
             row: 0,
             existed: record.mod_type != ModType::Insert,
             key_text,
-        };
-        Ok((stale, change))
+        });
+        Ok(())
     }
 
     fn delete_change(
@@ -723,7 +729,7 @@ impl StatementPlanner {
         kind: StatementKind,
         columns: Arc<[usize]>,
         values: Vec<Value>,
-        identity: Vec<Value>,
+        identity: Option<Vec<Value>>,
         key_text: String,
     ) -> RowChange {
         let fingerprint = match kind {
@@ -751,14 +757,19 @@ impl StatementPlanner {
     /// Combines the changes of each row of one transaction, in record order, into the row's
     /// net change: the deletes of the MySQL keys it leaves, then its upsert if it is present
     /// at commit (see the module documentation).
-    fn combine(&mut self, changes: Vec<(Option<RowChange>, RowChange)>) -> Vec<RowChange> {
+    fn combine(&mut self, changes: Vec<RowChange>) -> Vec<RowChange> {
         if changes.len() == 1 {
-            let mut out = Vec::with_capacity(2);
-            for (stale, change) in changes {
-                out.extend(stale);
-                out.push(change);
+            return changes;
+        }
+        // Most transactions change each row once: nothing to combine.
+        if changes.len() <= 16
+            && (1..changes.len()).all(|j| (0..j).all(|i| !self.same_row(&changes[i], &changes[j])))
+        {
+            let mut changes = changes;
+            for (row, change) in changes.iter_mut().enumerate() {
+                change.row = row;
             }
-            return out;
+            return changes;
         }
         struct Net {
             deletes: Vec<RowChange>,
@@ -776,26 +787,35 @@ impl StatementPlanner {
             }
         }
         let mut rows: Vec<Net> = Vec::new();
-        // The rows seen: compared one by one in small transactions, hashed in large ones.
+        // The rows seen (plan, Spanner key or MySQL key): compared one by one in small
+        // transactions, hashed in large ones.
         let hashed = changes.len() > 16;
-        let mut seen: Vec<(usize, Vec<Value>)> = Vec::new();
-        let mut index: HashMap<(usize, String), usize> = HashMap::new();
-        for (stale, change) in changes {
+        let mut seen: Vec<(usize, bool, Vec<Value>)> = Vec::new();
+        let mut index: HashMap<(usize, bool, String), usize> = HashMap::new();
+        for change in changes {
+            let spanner_key = change.identity.is_some();
             let known = if hashed {
-                let key = (change.plan, exact(change.identity.iter()));
+                let key = (change.plan, spanner_key, exact(self.row_values(&change)));
                 let next = rows.len();
                 let slot = *index.entry(key).or_insert(next);
                 (slot < next).then_some(slot)
             } else {
-                seen.iter().position(|(plan, identity)| {
-                    *plan == change.plan && *identity == change.identity
+                seen.iter().position(|(plan, by_spanner_key, key)| {
+                    *plan == change.plan
+                        && *by_spanner_key == spanner_key
+                        && key.len() == self.row_len(&change)
+                        && key
+                            .iter()
+                            .enumerate()
+                            .all(|(k, v)| self.row_value(&change, k) == Some(v))
                 })
             };
             let slot = match known {
                 Some(slot) => slot,
                 None => {
                     if !hashed {
-                        seen.push((change.plan, change.identity.clone()));
+                        let key = self.row_values(&change).cloned().collect();
+                        seen.push((change.plan, spanner_key, key));
                     }
                     rows.push(Net {
                         deletes: Vec::new(),
@@ -805,9 +825,6 @@ impl StatementPlanner {
                     rows.len() - 1
                 }
             };
-            if let Some(stale) = stale {
-                push_delete(&mut rows[slot], stale);
-            }
             if change.kind.deletes() {
                 push_delete(&mut rows[slot], change);
                 continue;
@@ -864,6 +881,40 @@ impl StatementPlanner {
             }
         }
         out
+    }
+
+    /// The value at position `k` of the values identifying a change's row (its Spanner key
+    /// values, or its MySQL key), and how many there are.
+    fn row_value<'a>(&self, change: &'a RowChange, k: usize) -> Option<&'a Value> {
+        match (&change.identity, change.kind) {
+            (Some(identity), _) => identity.get(k),
+            (None, StatementKind::Upsert) => {
+                let key = *self.plans[change.plan].primary_key.get(k)?;
+                let at = change.columns.iter().position(|c| *c == key)?;
+                change.values.get(at)
+            }
+            (None, _) => change.values.get(k),
+        }
+    }
+
+    /// Whether two changes are of the same row.
+    fn same_row(&self, a: &RowChange, b: &RowChange) -> bool {
+        a.plan == b.plan
+            && a.identity.is_some() == b.identity.is_some()
+            && self.row_len(a) == self.row_len(b)
+            && (0..self.row_len(a)).all(|k| self.row_value(a, k) == self.row_value(b, k))
+    }
+
+    fn row_len(&self, change: &RowChange) -> usize {
+        match &change.identity {
+            Some(identity) => identity.len(),
+            None => self.plans[change.plan].primary_key.len(),
+        }
+    }
+
+    /// The values identifying a change's row.
+    fn row_values<'a>(&'a self, change: &'a RowChange) -> impl Iterator<Item = &'a Value> + 'a {
+        (0..self.row_len(change)).filter_map(move |k| self.row_value(change, k))
     }
 
     /// Two upserts of one row: the columns of both, the later one's values.
