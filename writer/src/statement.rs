@@ -546,7 +546,7 @@ impl StatementPlanner {
         let keys = self.object(record, "keysJson", &the_mod.keys_json)?;
         let upsert = matches!(record.mod_type, ModType::Insert | ModType::Update);
         let primary_key = Arc::clone(&self.plans[plan].primary_key);
-        let mut key_values: Vec<(usize, Value)> = Vec::with_capacity(keys.len());
+        let mut key_values: Vec<(usize, Value)> = Vec::with_capacity(keys.len() + 8);
         for (column, value) in &keys {
             self.put(plan, record, column, value, &mut key_values, None)?;
         }
