@@ -3,7 +3,10 @@
 //! A window file's records are grouped into [`SpannerTransaction`]s — all records of one shard
 //! sharing a commit timestamp and server transaction id, in commit order. A batch is a run of
 //! consecutive whole transactions applied in one MySQL transaction; [`batches`] cuts a
-//! window's transactions into batches by record count and size, never splitting a transaction.
+//! window's transactions into batches by record count and size, never splitting a transaction
+//! and never ending a batch between transactions that share a commit timestamp (so a shard's
+//! checkpoint at commit timestamp T means: every change of the shard up to T is applied, none
+//! after — what `revrepl validate` compares with a Spanner read at exactly T).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -170,7 +173,9 @@ impl Default for BatchLimits {
 }
 
 /// Cuts `transactions` into consecutive batches within `limits`; every batch holds at least one
-/// whole transaction.
+/// whole transaction, and transactions sharing a commit timestamp always land in the same batch
+/// (a batch ends only where the commit timestamp changes). When the transactions of one commit
+/// timestamp alone exceed the limits, they form one batch, like a single oversized transaction.
 pub fn batches(
     transactions: &[SpannerTransaction],
     limits: BatchLimits,
@@ -180,23 +185,39 @@ pub fn batches(
         if rest.is_empty() {
             return None;
         }
-        let (mut records, mut bytes, mut end) = (0usize, 0usize, 0usize);
-        for transaction in rest {
-            let (more_records, more_bytes) = (transaction.len(), transaction.approximate_bytes());
-            if end > 0
-                && (records + more_records > limits.max_records
-                    || bytes + more_bytes > limits.max_bytes)
-            {
-                break;
-            }
-            records += more_records;
-            bytes += more_bytes;
-            end += 1;
-        }
-        let (batch, tail) = rest.split_at(end);
+        let (batch, tail) = rest.split_at(batch_end(rest, limits));
         rest = tail;
         Some(batch)
     })
+}
+
+/// Where the batch starting at `transactions[0]` ends: at the last commit-timestamp boundary
+/// within `limits`, or after the first commit timestamp's transactions if they alone exceed
+/// them.
+fn batch_end(transactions: &[SpannerTransaction], limits: BatchLimits) -> usize {
+    let (mut records, mut bytes) = (0usize, 0usize);
+    // The latest index before which the batch may end (0: none yet).
+    let mut boundary = 0;
+    let mut previous: Option<Timestamp> = None;
+    for (index, transaction) in transactions.iter().enumerate() {
+        let commit = transaction.commit_timestamp();
+        let (more_records, more_bytes) = (transaction.len(), transaction.approximate_bytes());
+        let over =
+            records + more_records > limits.max_records || bytes + more_bytes > limits.max_bytes;
+        if previous.is_some_and(|p| p != commit) {
+            if over {
+                return index;
+            }
+            boundary = index;
+        } else if over && boundary > 0 {
+            // Inside a commit timestamp: end before it began.
+            return boundary;
+        }
+        records += more_records;
+        bytes += more_bytes;
+        previous = Some(commit);
+    }
+    transactions.len()
 }
 
 #[cfg(test)]
@@ -265,6 +286,93 @@ mod tests {
             max_bytes: 1,
         };
         assert_eq!(batches(&transactions, tiny).count(), 5);
+    }
+
+    /// Generated: transactions of a few commit timestamps, often many sharing one, with random
+    /// sizes and random limits, checked against the model: the batches are the transactions in
+    /// order; each batch ends where the commit timestamp changes; it stays within the limits
+    /// unless it holds one commit timestamp's transactions alone; and it could not have taken
+    /// the next commit timestamp's transactions too (greedy). `BATCH_SEED=<seed>` replays one
+    /// seed; `BATCH_SEEDS=N` runs seeds 0..N (default 300).
+    #[test]
+    fn batches_never_split_a_commit_timestamp_generated() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+
+        let number = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+        let seeds: Vec<u64> = match number("BATCH_SEED") {
+            Some(seed) => vec![seed],
+            None => (0..number("BATCH_SEEDS").unwrap_or(300)).collect(),
+        };
+        for seed in seeds {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut records = Vec::new();
+            for second in 0..rng.random_range(1..8) {
+                let transactions = if rng.random_bool(0.5) {
+                    rng.random_range(5..40)
+                } else {
+                    rng.random_range(1..4)
+                };
+                for t in 0..transactions {
+                    let txid = format!("tx{t:03}");
+                    for s in 0..rng.random_range(1..5) {
+                        records.push(record(second, &txid, &format!("{s:08}")));
+                    }
+                }
+            }
+            let transactions = SpannerTransaction::group(records);
+            let record_bytes = transactions[0].approximate_bytes() / transactions[0].len();
+            let limits = BatchLimits {
+                max_records: rng.random_range(1..30),
+                max_bytes: if rng.random_bool(0.3) {
+                    record_bytes * rng.random_range(1..30)
+                } else {
+                    usize::MAX
+                },
+            };
+            let cut: Vec<&[SpannerTransaction]> = batches(&transactions, limits).collect();
+            let context = format!("seed {seed} (replay: BATCH_SEED={seed}), {limits:?}");
+            let flat: Vec<&SpannerTransaction> = cut.iter().flat_map(|b| b.iter()).collect();
+            assert_eq!(flat.len(), transactions.len(), "{context}");
+            assert!(
+                flat.iter().zip(&transactions).all(|(a, b)| *a == b),
+                "{context}: the batches are not the transactions in order"
+            );
+            let size = |batch: &[SpannerTransaction]| -> (usize, usize) {
+                batch
+                    .iter()
+                    .fold((0, 0), |(r, b), t| (r + t.len(), b + t.approximate_bytes()))
+            };
+            let within = |(r, b): (usize, usize)| r <= limits.max_records && b <= limits.max_bytes;
+            for (i, batch) in cut.iter().enumerate() {
+                assert!(!batch.is_empty(), "{context}: batch {i} is empty");
+                let first = batch[0].commit_timestamp();
+                let one_commit = batch.iter().all(|t| t.commit_timestamp() == first);
+                assert!(
+                    within(size(batch)) || one_commit,
+                    "{context}: batch {i} exceeds the limits with several commit timestamps"
+                );
+                let Some(next) = cut.get(i + 1) else {
+                    continue;
+                };
+                let last = batch[batch.len() - 1].commit_timestamp();
+                let following = next[0].commit_timestamp();
+                assert_ne!(
+                    last, following,
+                    "{context}: batch {i} ends inside commit timestamp {last}"
+                );
+                let group: Vec<SpannerTransaction> = next
+                    .iter()
+                    .take_while(|t| t.commit_timestamp() == following)
+                    .cloned()
+                    .collect();
+                let ((r, b), (gr, gb)) = (size(batch), size(&group));
+                assert!(
+                    !within((r + gr, b + gb)),
+                    "{context}: batch {i} could have taken commit timestamp {following} too"
+                );
+            }
+        }
     }
 
     #[test]
