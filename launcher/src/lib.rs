@@ -147,6 +147,27 @@ pub async fn run(cli: Cli) -> Result<u8, LauncherError> {
             );
             Ok(0)
         }
+        Command::Validate(args) if args.continuous => {
+            let options = validate_options(&config, &args)?;
+            validate_continuously(&config, &options, &args).await
+        }
+        Command::Validate(args) if args.repair => {
+            let options = validate_options(&config, &args)?;
+            let repaired = validate::repair::repair(&config, &options).await?;
+            print!("{}", validate::repair::render_text(&repaired));
+            // Validate again: the result after the repair decides the exit code.
+            let report = validate::validate(&config, &options).await?;
+            if args.json {
+                println!("{}", to_json(&report)?);
+            } else {
+                print!("{}", validate::render_text(&report));
+            }
+            Ok(if report.differences() == 0 {
+                0
+            } else {
+                EXIT_DIFFERENCES
+            })
+        }
         Command::Validate(args) => {
             let options = validate_options(&config, &args)?;
             let report = validate::validate(&config, &options).await?;
@@ -162,6 +183,44 @@ pub async fn run(cli: Cli) -> Result<u8, LauncherError> {
             })
         }
     }
+}
+
+/// `revrepl validate --continuous`: metrics exported, until SIGINT/SIGTERM or `--rounds`.
+async fn validate_continuously(
+    config: &Config,
+    options: &validate::ValidateOptions,
+    args: &ValidateArgs,
+) -> Result<u8, LauncherError> {
+    use std::io::Write as _;
+    let metrics = revrepl_telemetry::MetricsOptions::new("revrepl-validate")
+        .with_optional_prometheus(args.metrics_addr)
+        .with_otlp_from_env();
+    let telemetry = revrepl_telemetry::Telemetry::install(metrics)
+        .map_err(|e| LauncherError::Usage(format!("--metrics-addr: {e}")))?;
+    if let Some(addr) = telemetry.prometheus_addr() {
+        println!("revrepl validate --continuous: metrics at http://{addr}/metrics");
+    }
+    let cancel = tokio_util::sync::CancellationToken::new();
+    revrepl_telemetry::cancel_on_signals(cancel.clone());
+    let continuous = validate::continuous::ContinuousOptions {
+        interval: args.interval,
+        rows_per_second: args.rows_per_second,
+        rounds: args.rounds,
+    };
+    let outcome = validate::continuous::run(
+        config,
+        options,
+        continuous,
+        &validate::continuous::ValidateMetrics::global(),
+        &cancel,
+        &mut |line| {
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+        },
+    )
+    .await;
+    telemetry.shutdown().await;
+    outcome.map(|()| 0)
 }
 
 /// The options of `validate` from its arguments and the configuration.
@@ -191,6 +250,8 @@ pub fn validate_options(
             emulator_timestamps: validate::uses_emulator(config),
             ..validate::canonical::WriterChoices::from(&config.writer)
         },
+        run_id: config.run_id.clone(),
+        at_checkpoint: !args.current,
     })
 }
 

@@ -78,8 +78,10 @@ impl Checkpoint {
 
 /// Why a checkpoint row cannot be read.
 #[derive(Debug)]
-pub(crate) enum CheckpointReadError {
+pub enum CheckpointReadError {
+    /// MySQL failed (a missing table is error 1146).
     Database(mysql_async::Error),
+    /// The row holds something that is not a checkpoint; says which column.
     Invalid(String),
 }
 
@@ -90,8 +92,9 @@ impl From<mysql_async::Error> for CheckpointReadError {
 }
 
 /// Reads the checkpoint of (`run_id`, `shard`); `lock` adds `FOR UPDATE` (inside a
-/// transaction, so that two writers of one shard cannot both apply).
-pub(crate) async fn read<Q: Queryable>(
+/// transaction, so that two writers of one shard cannot both apply; `revrepl validate
+/// --repair` takes the same lock to hold the writer while it repairs).
+pub async fn read<Q: Queryable>(
     conn: &mut Q,
     run_id: &str,
     shard: &ShardId,

@@ -183,6 +183,13 @@ impl Demo<'_> {
                 max_listed: 20,
                 detail_rows: 200_000,
                 json: false,
+                current: false,
+                continuous: false,
+                interval: std::time::Duration::from_secs(10),
+                rows_per_second: 100,
+                rounds: None,
+                metrics_addr: None,
+                repair: false,
             },
         )?;
         let validation = validate::validate(&config, &options).await?;

@@ -17,11 +17,23 @@
 //!    extra or different row and the columns that differ. Buckets beyond the limit are counted
 //!    but not detailed.
 //!
-//! Reads are not one snapshot across Spanner and MySQL: run it when the writer has caught up
-//! and writes have paused, or expect rows changed meanwhile to show up.
+//! **Exact under live traffic** ([`snapshot`]): each shard is read in one MySQL consistent
+//! snapshot, and the shard's checkpoint read inside it gives the Spanner commit timestamp T up
+//! to which the shard holds every change and after which none; Spanner is read at exactly T
+//! for that shard (one Spanner read per distinct T). So every difference is real, even while
+//! the application writes and the writer applies. A shard without a checkpoint of the run is
+//! compared at the current state of both sides (exact only when writes have paused), and the
+//! report says so.
+//!
+//! [`continuous`] samples keys at the checkpoint every interval and exports counters;
+//! [`repair`] re-applies Spanner's values of differing keys under the writer's checkpoint lock.
 
 pub mod canonical;
+pub mod continuous;
+pub mod lookup;
 pub mod plan;
+pub mod repair;
+pub mod snapshot;
 pub mod zone;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -43,6 +55,7 @@ use serde_json::{Map, Value as Json};
 
 use self::canonical::{Canonical, from_mysql, from_spanner};
 use self::plan::{ShardPlan, SpannerTable, TableMapping, map_table, shard_plan, spanner_tables};
+use self::snapshot::{ReadPoint, ShardPoint};
 use self::zone::SourceZone;
 use crate::error::LauncherError;
 use crate::mysql;
@@ -71,6 +84,10 @@ pub struct ValidateOptions {
     /// The writer's conversion choices (`writer.decimal_overflow`, `writer.array_text`):
     /// values compare by the same rules.
     pub writer_choices: canonical::WriterChoices,
+    /// The run whose checkpoints give each shard's point.
+    pub run_id: String,
+    /// Compare each shard at its checkpoint (the default); `false`: at the current state.
+    pub at_checkpoint: bool,
 }
 
 /// Said when the Spanner emulator is detected.
@@ -92,6 +109,8 @@ pub fn uses_emulator(config: &Config) -> bool {
 /// The outcome of a validation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ValidationReport {
+    /// Where each shard was compared.
+    pub shards: Vec<ShardPoint>,
     /// One entry per Spanner table considered.
     pub tables: Vec<TableReport>,
     /// How the comparison was adjusted, e.g. for the Spanner emulator.
@@ -157,6 +176,9 @@ pub struct ShardComparison {
     pub undetailed_buckets: u64,
     /// The first `max_listed` differences.
     pub listed: Vec<Difference>,
+    /// The Spanner commit timestamp compared at (the shard's checkpoint), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compared_at: Option<String>,
 }
 
 impl ShardComparison {
@@ -179,6 +201,9 @@ pub struct Difference {
     /// For [`DifferenceKind::Different`], the MySQL columns whose values differ.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
+    /// The key's canonical values, in MySQL key order (for `--repair`).
+    #[serde(skip)]
+    pub key_values: Vec<Canonical>,
 }
 
 /// How a row differs.
@@ -208,17 +233,11 @@ pub async fn validate(
     config: &Config,
     options: &ValidateOptions,
 ) -> Result<ValidationReport, LauncherError> {
-    let shards_file = ShardsFile::load(&config.shards_file)?;
-    let session = match &config.session_file {
-        Some(path) => Some(std::sync::Arc::new(Session::load(path)?)),
-        None => None,
-    };
-    let plugin = config
-        .routing
-        .plugin
-        .as_deref()
-        .map(|path| (path, config.routing.plugin_params.as_str()));
-    let router = choose_router(&shards_file, session.clone(), plugin)?;
+    let Routing {
+        shards_file,
+        session,
+        router,
+    } = Routing::load(config)?;
     let all_shards: BTreeSet<ShardId> = shards_file.shard_ids().cloned().collect();
     for name in &options.shards {
         if !all_shards.iter().any(|s| s.as_str() == name) {
@@ -240,18 +259,14 @@ pub async fn validate(
         });
     let tls = mysql::tls_options(config).map_err(LauncherError::Usage)?;
     let mut connections: BTreeMap<ShardId, Conn> = BTreeMap::new();
+    let mut points: BTreeMap<ShardId, ReadPoint> = BTreeMap::new();
+    let mut shard_points = Vec::new();
     for shard in selected {
         let id = shard.config.logical_shard_id.clone();
-        let mut conn = mysql::connect(&shard, tls.as_ref(), options.connect_timeout)
-            .await
-            .map_err(|message| LauncherError::MySql {
-                shard: id.to_string(),
-                operation: "connect".into(),
-                message,
-            })?;
-        conn.query_drop("SET time_zone = '+00:00'")
-            .await
-            .map_err(|e| mysql_error(&id, "set the session time zone", &e))?;
+        let mut conn = connect_shard(&shard, tls.as_ref(), options.connect_timeout).await?;
+        let opened = snapshot::open(&mut conn, &options.run_id, &id, options.at_checkpoint).await?;
+        points.insert(id.clone(), opened.point);
+        shard_points.push(opened.report);
         connections.insert(id, conn);
     }
 
@@ -270,6 +285,7 @@ pub async fn validate(
         }
     }
     let mut report = ValidationReport {
+        shards: shard_points,
         tables: Vec::new(),
         notes: Vec::new(),
     };
@@ -304,15 +320,65 @@ pub async fn validate(
             router: router.as_ref(),
             all_shards: &all_shards,
             options,
+            points: &points,
         };
         report
             .tables
             .push(compare_table(&context, &mapping, &mut connections).await?);
     }
-    for (_, conn) in connections {
+    for (_, mut conn) in connections {
+        snapshot::close(&mut conn).await;
         let _ = conn.disconnect().await;
     }
     Ok(report)
+}
+
+/// Connects to a shard with the session the comparison needs (UTC).
+pub(crate) async fn connect_shard(
+    shard: &revrepl_shard_routing::Shard,
+    tls: Option<&mysql_async::SslOpts>,
+    timeout: Duration,
+) -> Result<Conn, LauncherError> {
+    let id = &shard.config.logical_shard_id;
+    let mut conn = mysql::connect(shard, tls, timeout)
+        .await
+        .map_err(|message| LauncherError::MySql {
+            shard: id.to_string(),
+            operation: "connect".into(),
+            message,
+        })?;
+    conn.query_drop("SET time_zone = '+00:00'")
+        .await
+        .map_err(|e| mysql_error(id, "set the session time zone", &e))?;
+    Ok(conn)
+}
+
+/// The shards file, the session file and the router, as the reader routes.
+pub(crate) struct Routing {
+    pub(crate) shards_file: ShardsFile,
+    pub(crate) session: Option<std::sync::Arc<Session>>,
+    pub(crate) router: Box<dyn ShardRouter>,
+}
+
+impl Routing {
+    pub(crate) fn load(config: &Config) -> Result<Self, LauncherError> {
+        let shards_file = ShardsFile::load(&config.shards_file)?;
+        let session = match &config.session_file {
+            Some(path) => Some(std::sync::Arc::new(Session::load(path)?)),
+            None => None,
+        };
+        let plugin = config
+            .routing
+            .plugin
+            .as_deref()
+            .map(|path| (path, config.routing.plugin_params.as_str()));
+        let router = choose_router(&shards_file, session.clone(), plugin)?;
+        Ok(Self {
+            shards_file,
+            session,
+            router,
+        })
+    }
 }
 
 impl TableReport {
@@ -334,6 +400,8 @@ struct TableContext<'a> {
     router: &'a dyn ShardRouter,
     all_shards: &'a BTreeSet<ShardId>,
     options: &'a ValidateOptions,
+    /// Where each shard is compared.
+    points: &'a BTreeMap<ShardId, ReadPoint>,
 }
 
 /// Counts and bucket sums of one side of one table on one shard.
@@ -361,12 +429,14 @@ impl Side {
 /// One shard's state while its table is compared.
 struct ShardState {
     plan: ShardPlan,
+    point: ReadPoint,
     spanner: Side,
     mysql: Side,
     /// Pass 2: the buckets detailed.
     detailed: BTreeSet<usize>,
-    /// Pass 2: Spanner rows of the detailed buckets, by key text.
-    rows: HashMap<String, (u64, Vec<u64>)>,
+    /// Pass 2: Spanner rows of the detailed buckets, by key text: row hash, column hashes,
+    /// key values.
+    rows: HashMap<String, (u64, Vec<u64>, Vec<Canonical>)>,
     comparison: ShardComparison,
 }
 
@@ -399,15 +469,23 @@ async fn compare_table(
         .map_err(|e| mysql_error(shard, "read the table's columns", &e))?
         {
             Ok(plan) => {
+                let point = context
+                    .points
+                    .get(shard)
+                    .copied()
+                    .unwrap_or(ReadPoint::Current);
+                let mut comparison = ShardComparison::new(shard);
+                comparison.compared_at = point.timestamp().map(|t| t.to_rfc3339());
                 states.insert(
                     shard.clone(),
                     ShardState {
                         plan,
+                        point,
                         spanner: Side::new(),
                         mysql: Side::new(),
                         detailed: BTreeSet::new(),
                         rows: HashMap::new(),
-                        comparison: ShardComparison::new(shard),
+                        comparison,
                     },
                 );
             }
@@ -418,39 +496,50 @@ async fn compare_table(
     }
     let mut spanner_rows_elsewhere: BTreeMap<ShardId, u64> = BTreeMap::new();
 
-    // Pass 1: Spanner.
-    scan_spanner(
-        context.database,
-        context.router,
-        table,
-        &mut |routed, values| match routed {
-            Ok(Destination::Skip) => report.skipped_rows += 1,
-            Ok(Destination::Shard(shard)) => {
-                if let Some(state) = states.get_mut(&shard) {
-                    let canonical = spanner_canonical(&state.plan, values);
-                    state
-                        .spanner
-                        .add(key_hash(&state.plan, &canonical), row_hash(&canonical));
-                } else if !context.all_shards.contains(&shard) {
-                    report.unroutable_rows += 1;
-                    report.unroutable_example.get_or_insert_with(|| {
+    // Pass 1: Spanner, once per read point (rows not counted twice: skipped, unroutable and
+    // other shards' rows are counted in the first read only).
+    let read_points = read_points(&states);
+    for (index, point) in read_points.iter().enumerate() {
+        let first = index == 0;
+        scan_spanner(
+            context.database,
+            context.router,
+            table,
+            *point,
+            &mut |routed, values| match routed {
+                Ok(Destination::Skip) if first => report.skipped_rows += 1,
+                Ok(Destination::Skip) => {}
+                Ok(Destination::Shard(shard)) => {
+                    if let Some(state) = states.get_mut(&shard) {
+                        if state.point == *point {
+                            let canonical = spanner_canonical(&state.plan, values);
+                            state
+                                .spanner
+                                .add(key_hash(&state.plan, &canonical), row_hash(&canonical));
+                        }
+                    } else if !first {
+                    } else if !context.all_shards.contains(&shard) {
+                        report.unroutable_rows += 1;
+                        report.unroutable_example.get_or_insert_with(|| {
                         format!(
                             "a row was routed to shard {shard:?}, which is not in the shards file"
                         )
                     });
-                } else {
-                    *spanner_rows_elsewhere.entry(shard).or_default() += 1;
+                    } else {
+                        *spanner_rows_elsewhere.entry(shard).or_default() += 1;
+                    }
                 }
-            }
-            Err(error) => {
-                report.unroutable_rows += 1;
-                report
-                    .unroutable_example
-                    .get_or_insert_with(|| error.to_string());
-            }
-        },
-    )
-    .await?;
+                Err(error) if first => {
+                    report.unroutable_rows += 1;
+                    report
+                        .unroutable_example
+                        .get_or_insert_with(|| error.to_string());
+                }
+                Err(_) => {}
+            },
+        )
+        .await?;
+    }
 
     // Pass 1: MySQL.
     for (shard, state) in states.iter_mut() {
@@ -492,34 +581,47 @@ async fn compare_table(
     }
 
     if any_detail {
-        // Pass 2: Spanner rows of the detailed buckets.
-        scan_spanner(
-            context.database,
-            context.router,
-            table,
-            &mut |routed, values| {
-                let Ok(Destination::Shard(shard)) = routed else {
-                    return;
-                };
-                let Some(state) = states.get_mut(&shard) else {
-                    return;
-                };
-                if state.detailed.is_empty() {
-                    return;
-                }
-                let canonical = spanner_canonical(&state.plan, values);
-                if state
-                    .detailed
-                    .contains(&bucket_of(key_hash(&state.plan, &canonical)))
-                {
-                    state.rows.insert(
-                        key_text(&state.plan, &canonical),
-                        (row_hash(&canonical), column_hashes(&canonical)),
-                    );
-                }
-            },
-        )
-        .await?;
+        // Pass 2: Spanner rows of the detailed buckets, at the same points.
+        for point in &read_points {
+            if !states
+                .values()
+                .any(|s| s.point == *point && !s.detailed.is_empty())
+            {
+                continue;
+            }
+            scan_spanner(
+                context.database,
+                context.router,
+                table,
+                *point,
+                &mut |routed, values| {
+                    let Ok(Destination::Shard(shard)) = routed else {
+                        return;
+                    };
+                    let Some(state) = states.get_mut(&shard) else {
+                        return;
+                    };
+                    if state.point != *point || state.detailed.is_empty() {
+                        return;
+                    }
+                    let canonical = spanner_canonical(&state.plan, values);
+                    if state
+                        .detailed
+                        .contains(&bucket_of(key_hash(&state.plan, &canonical)))
+                    {
+                        state.rows.insert(
+                            key_text(&state.plan, &canonical),
+                            (
+                                row_hash(&canonical),
+                                column_hashes(&canonical),
+                                key_values(&state.plan, &canonical),
+                            ),
+                        );
+                    }
+                },
+            )
+            .await?;
+        }
         // Pass 2: MySQL, matched against them.
         let max_listed = context.options.max_listed;
         for (shard, state) in states.iter_mut() {
@@ -539,12 +641,16 @@ async fn compare_table(
                     return;
                 }
                 let key = key_text(plan, canonical);
+                let values = key_values(plan, canonical);
                 match rows.remove(&key) {
-                    None => {
-                        comparison.record(max_listed, key, DifferenceKind::ExtraInMysql, Vec::new())
-                    }
-                    Some((hash, _)) if hash == row_hash(canonical) => {}
-                    Some((_, spanner_columns)) => {
+                    None => comparison.record(
+                        max_listed,
+                        (key, values),
+                        DifferenceKind::ExtraInMysql,
+                        Vec::new(),
+                    ),
+                    Some((hash, _, _)) if hash == row_hash(canonical) => {}
+                    Some((_, spanner_columns, _)) => {
                         let columns = spanner_columns
                             .iter()
                             .zip(column_hashes(canonical))
@@ -552,13 +658,21 @@ async fn compare_table(
                             .filter(|((a, b), _)| **a != *b)
                             .map(|(_, column)| column.mysql_name.clone())
                             .collect();
-                        comparison.record(max_listed, key, DifferenceKind::Different, columns);
+                        comparison.record(
+                            max_listed,
+                            (key, values),
+                            DifferenceKind::Different,
+                            columns,
+                        );
                     }
                 }
             })
             .await
             .map_err(|e| mysql_error(shard, "read the table again", &e))?;
-            let mut missing: Vec<String> = rows.drain().map(|(key, _)| key).collect();
+            let mut missing: Vec<(String, Vec<Canonical>)> = rows
+                .drain()
+                .map(|(key, (_, _, values))| (key, values))
+                .collect();
             missing.sort();
             for key in missing {
                 comparison.record(max_listed, key, DifferenceKind::MissingInMysql, Vec::new());
@@ -592,13 +706,14 @@ impl ShardComparison {
             different: 0,
             undetailed_buckets: 0,
             listed: Vec::new(),
+            compared_at: None,
         }
     }
 
     fn record(
         &mut self,
         max_listed: usize,
-        key: String,
+        (key, key_values): (String, Vec<Canonical>),
         kind: DifferenceKind,
         columns: Vec<String>,
     ) {
@@ -608,7 +723,12 @@ impl ShardComparison {
             DifferenceKind::Different => self.different += 1,
         }
         if self.listed.len() < max_listed {
-            self.listed.push(Difference { key, kind, columns });
+            self.listed.push(Difference {
+                key,
+                kind,
+                columns,
+                key_values,
+            });
         }
     }
 }
@@ -637,11 +757,24 @@ fn mysql_error(shard: &ShardId, operation: &str, error: &mysql_async::Error) -> 
 /// Where the router sent a row.
 type Routed = Result<Destination, RoutingError>;
 
-/// Streams every row of `table` (all columns, in table order), routing each.
+/// The distinct read points of the shards compared (at least one, so that skipped and
+/// unroutable rows are counted even when no shard can be compared).
+fn read_points(states: &BTreeMap<ShardId, ShardState>) -> Vec<ReadPoint> {
+    let points: BTreeSet<ReadPoint> = states.values().map(|s| s.point).collect();
+    if points.is_empty() {
+        vec![ReadPoint::Current]
+    } else {
+        points.into_iter().collect()
+    }
+}
+
+/// Streams every row of `table` (all columns, in table order) as Spanner holds it at `point`,
+/// routing each.
 async fn scan_spanner(
     database: &SourceDatabase,
     router: &dyn ShardRouter,
     table: &SpannerTable,
+    point: ReadPoint,
     visit: &mut dyn FnMut(Routed, &[SpannerValue]),
 ) -> Result<(), LauncherError> {
     let columns: Vec<String> = table
@@ -654,15 +787,26 @@ async fn scan_spanner(
         columns.join(", "),
         spanner_quote(&table.name)
     );
-    let operation = format!("read table {}", table.name);
+    let operation = match point {
+        ReadPoint::At(at) => format!(
+            "read table {} at {at} (a shard's checkpoint; a read older than the database's \
+             version_retention_period fails)",
+            table.name
+        ),
+        ReadPoint::Current => format!("read table {}", table.name),
+    };
+    let bound = point.bound().map_err(|e| database.error(&operation, &e))?;
     let mut result = database
         .client
         .single_use()
+        .set_timestamp_bound(bound)
         .build()
         .execute_query(Statement::builder(sql).build())
         .await
         .map_err(|e| database.error(&operation, &e))?;
-    let now = Timestamp::from(chrono::Utc::now());
+    let now = point
+        .timestamp()
+        .unwrap_or_else(|| Timestamp::from(chrono::Utc::now()));
     while let Some(row) = result.next().await {
         let row = row.map_err(|e| database.error(&operation, &e))?;
         let values = row.raw_values();
@@ -798,6 +942,11 @@ fn bucket_of(key_hash: u64) -> usize {
     (key_hash % BUCKETS as u64) as usize
 }
 
+/// The key's canonical values, in key order.
+fn key_values(plan: &ShardPlan, canonical: &[Canonical]) -> Vec<Canonical> {
+    plan.key.iter().map(|i| canonical[*i].clone()).collect()
+}
+
 /// `{"id":"5","user_id":"3"}`: MySQL key column names, canonical values, in key order.
 fn key_text(plan: &ShardPlan, canonical: &[Canonical]) -> String {
     let mut out = String::from("{");
@@ -826,6 +975,25 @@ fn mysql_quote(name: &str) -> String {
 /// The report as text: one line per table and shard, then the listed differences.
 pub fn render_text(report: &ValidationReport) -> String {
     let mut out = String::new();
+    for point in &report.shards {
+        match (&point.compared_at, &point.note) {
+            (Some(at), _) => {
+                let _ = writeln!(
+                    out,
+                    "shard {}: compared at its checkpoint, Spanner commit timestamp {at}",
+                    point.shard
+                );
+            }
+            (None, note) => {
+                let _ = writeln!(
+                    out,
+                    "shard {}: {}",
+                    point.shard,
+                    note.as_deref().unwrap_or("compared at the current state")
+                );
+            }
+        }
+    }
     for table in &report.tables {
         let target = table
             .mysql_table
@@ -907,8 +1075,16 @@ pub fn render_text(report: &ValidationReport) -> String {
         let _ = writeln!(out, "note: {note}");
     }
     let differences = report.differences();
+    let exact = !report.shards.is_empty() && report.shards.iter().all(|p| p.compared_at.is_some());
     if differences == 0 {
         let _ = writeln!(out, "validate: every compared row matches");
+    } else if exact {
+        let _ = writeln!(
+            out,
+            "validate: {differences} difference(s) at the shards' checkpoints: MySQL differs \
+             from what replication produced (a write by hand, a transaction set aside in dlq/); \
+             `revrepl validate --repair --shard S --table T` re-applies Spanner's values"
+        );
     } else {
         let _ = writeln!(
             out,

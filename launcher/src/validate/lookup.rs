@@ -1,0 +1,140 @@
+//! Chosen rows of a Spanner table, looked up by the MySQL key's canonical values at a read
+//! point (continuous verification and repair).
+//!
+//! The key's canonical text turns back into a Spanner value for integer (`INT64`), text
+//! (`STRING`), decimal (`NUMERIC`) and date (`DATE`) key columns — the text is the value's
+//! Spanner text — by `CAST(@k AS <type>)`. Tables keyed by other types (timestamps, bytes,
+//! floats, booleans) cannot be looked up; whole-table `validate` still compares them.
+
+use google_cloud_spanner::statement::Statement;
+use google_cloud_spanner::types;
+use google_cloud_spanner::value::Value as SpannerValue;
+
+use super::canonical::{Canonical, Rule};
+use super::plan::{ShardPlan, SpannerTable};
+use super::snapshot::ReadPoint;
+use super::spanner_quote;
+use crate::error::LauncherError;
+use crate::spanner::SourceDatabase;
+
+/// Keys per query.
+const KEYS_PER_QUERY: usize = 100;
+
+/// How one key column is matched.
+#[derive(Debug, Clone)]
+struct KeyColumn {
+    /// The quoted Spanner column.
+    column: String,
+    /// The Spanner type to cast the key text to; `None` for strings.
+    cast: Option<&'static str>,
+}
+
+/// Looks up rows of one table by the plan's key.
+#[derive(Debug, Clone)]
+pub struct KeyLookup {
+    table: String,
+    select: String,
+    key: Vec<KeyColumn>,
+}
+
+impl KeyLookup {
+    /// The lookup for `table` with `plan`'s key, or why its key cannot be looked up.
+    pub fn new(table: &SpannerTable, plan: &ShardPlan) -> Result<Self, String> {
+        let mut key = Vec::new();
+        for index in &plan.key {
+            let column = &plan.columns[*index];
+            let (name, spanner_type) = &table.columns[column.spanner_index];
+            let base = spanner_type
+                .split('(')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_uppercase();
+            let cast = match (&column.rule, base.as_str()) {
+                (Rule::Integer, "INT64") => Some("INT64"),
+                (Rule::Text { trim_spaces: false }, "STRING") => None,
+                (Rule::Decimal { round_to: None }, "NUMERIC") => Some("NUMERIC"),
+                (Rule::Date, "DATE") => Some("DATE"),
+                _ => {
+                    return Err(format!(
+                        "key column {name} ({spanner_type}, MySQL {}) cannot be looked up by \
+                         value; only INT64, STRING, NUMERIC and DATE keys can",
+                        column.mysql_name
+                    ));
+                }
+            };
+            key.push(KeyColumn {
+                column: spanner_quote(name),
+                cast,
+            });
+        }
+        let columns: Vec<String> = table
+            .columns
+            .iter()
+            .map(|(name, _)| spanner_quote(name))
+            .collect();
+        Ok(Self {
+            table: table.name.clone(),
+            select: format!(
+                "SELECT {} FROM {}",
+                columns.join(", "),
+                spanner_quote(&table.name)
+            ),
+            key,
+        })
+    }
+
+    /// Visits the Spanner rows (all columns, in table order) of `keys` as Spanner holds them at
+    /// `point`; keys without a row are not visited.
+    pub async fn rows(
+        &self,
+        database: &SourceDatabase,
+        point: ReadPoint,
+        keys: &[Vec<Canonical>],
+        visit: &mut dyn FnMut(&[SpannerValue]),
+    ) -> Result<(), LauncherError> {
+        let operation = format!("look up rows of {} by key", self.table);
+        let bound = point.bound().map_err(|e| database.error(&operation, &e))?;
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let mut conditions = Vec::new();
+            let mut params = Vec::new();
+            for (row, values) in chunk.iter().enumerate() {
+                let mut parts = Vec::new();
+                for (position, (column, value)) in self.key.iter().zip(values).enumerate() {
+                    match value {
+                        None => parts.push(format!("{} IS NULL", column.column)),
+                        Some(text) => {
+                            let name = format!("k{row}_{position}");
+                            parts.push(match column.cast {
+                                Some(cast) => {
+                                    format!("{} = CAST(@{name} AS {cast})", column.column)
+                                }
+                                None => format!("{} = @{name}", column.column),
+                            });
+                            params.push((name, text.clone()));
+                        }
+                    }
+                }
+                conditions.push(format!("({})", parts.join(" AND ")));
+            }
+            let sql = format!("{} WHERE {}", self.select, conditions.join(" OR "));
+            let mut statement = Statement::builder(sql);
+            for (name, text) in params {
+                statement = statement.add_typed_param(name, text, types::string());
+            }
+            let mut result = database
+                .client
+                .single_use()
+                .set_timestamp_bound(bound.clone())
+                .build()
+                .execute_query(statement.build())
+                .await
+                .map_err(|e| database.error(&operation, &e))?;
+            while let Some(row) = result.next().await {
+                let row = row.map_err(|e| database.error(&operation, &e))?;
+                visit(row.raw_values());
+            }
+        }
+        Ok(())
+    }
+}
