@@ -222,6 +222,7 @@ pub async fn run(
         .saturating_mul(continuous.interval.as_millis() as u64)
         / 1000;
     let per_round = per_round.max(1);
+    let progress = snapshot::Progress::open(config).await;
     let mut ticker = tokio::time::interval(continuous.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round = 0u64;
@@ -234,6 +235,11 @@ pub async fn run(
             return Ok(());
         }
         round += 1;
+        // Read before this round's snapshots (quiet shards, see `snapshot`).
+        let applied = match &progress {
+            Some(progress) => progress.applied_through().await,
+            None => std::collections::BTreeMap::new(),
+        };
         for sampler in &mut samplers {
             let id = sampler.shard.config.logical_shard_id.clone();
             let checked = check_shard(
@@ -243,6 +249,7 @@ pub async fn run(
                 options,
                 tls.as_ref(),
                 per_round,
+                applied.get(&id).copied(),
                 metrics,
                 out,
             )
@@ -269,6 +276,7 @@ async fn check_shard(
     options: &ValidateOptions,
     tls: Option<&mysql_async::SslOpts>,
     per_round: u64,
+    applied_through: Option<revrepl_record::Timestamp>,
     metrics: &ValidateMetrics,
     out: &mut (dyn FnMut(String) + Send),
 ) -> Result<(), LauncherError> {
@@ -282,7 +290,7 @@ async fn check_shard(
     let Some(conn) = sampler.conn.as_mut() else {
         return Ok(());
     };
-    let opened = snapshot::open(conn, &options.run_id, &id, true).await?;
+    let opened = snapshot::open(conn, &options.run_id, &id, true, applied_through).await?;
     let ReadPoint::At(at) = opened.point else {
         snapshot::close(conn).await;
         if !sampler.told_no_checkpoint {

@@ -261,10 +261,27 @@ pub async fn validate(
     let mut connections: BTreeMap<ShardId, Conn> = BTreeMap::new();
     let mut points: BTreeMap<ShardId, ReadPoint> = BTreeMap::new();
     let mut shard_points = Vec::new();
+    // Read before the snapshots are taken (see `snapshot`).
+    let progress = if options.at_checkpoint {
+        snapshot::Progress::open(config).await
+    } else {
+        None
+    };
+    let applied = match &progress {
+        Some(progress) => progress.applied_through().await,
+        None => BTreeMap::new(),
+    };
     for shard in selected {
         let id = shard.config.logical_shard_id.clone();
         let mut conn = connect_shard(&shard, tls.as_ref(), options.connect_timeout).await?;
-        let opened = snapshot::open(&mut conn, &options.run_id, &id, options.at_checkpoint).await?;
+        let opened = snapshot::open(
+            &mut conn,
+            &options.run_id,
+            &id,
+            options.at_checkpoint,
+            applied.get(&id).copied(),
+        )
+        .await?;
         points.insert(id.clone(), opened.point);
         shard_points.push(opened.report);
         connections.insert(id, conn);
@@ -977,12 +994,15 @@ pub fn render_text(report: &ValidationReport) -> String {
     let mut out = String::new();
     for point in &report.shards {
         match (&point.compared_at, &point.note) {
-            (Some(at), _) => {
+            (Some(at), note) => {
                 let _ = writeln!(
                     out,
                     "shard {}: compared at its checkpoint, Spanner commit timestamp {at}",
                     point.shard
                 );
+                if let Some(note) = note {
+                    let _ = writeln!(out, "  ({note})");
+                }
             }
             (None, note) => {
                 let _ = writeln!(

@@ -11,6 +11,15 @@
 //! [`open`] starts `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY` on the shard's
 //! connection and reads the checkpoint inside it; every later read of the shard in the same
 //! transaction sees that snapshot.
+//!
+//! **Quiet shards.** The checkpoint moves only when a change of the shard is applied, so on a
+//! shard without changes for a while T lies far back — possibly before the database's
+//! `version_retention_period` (default 1 hour), where Spanner refuses to read. The metadata
+//! store says more: a window recorded `SUCCESS` for the shard is applied (its changes
+//! committed in MySQL, or it had none). [`Progress::applied_through`] reads that before the snapshot is
+//! taken; when the end E of the last such window lies after T, nothing of the shard was
+//! committed in Spanner between T and E, so the snapshot also equals Spanner at E − 1 ns,
+//! which is where the shard is compared (the report shows both).
 
 use google_cloud_spanner::transaction::TimestampBound;
 use mysql_async::Conn;
@@ -79,15 +88,57 @@ pub struct Opened {
 /// MySQL error: table does not exist.
 const NO_SUCH_TABLE: u16 = 1146;
 
+/// The run's progress in the metadata store, to read [`Progress::applied_through`] from.
+pub struct Progress {
+    store: std::sync::Arc<dyn revrepl_metadata::MetadataStore>,
+    run: revrepl_metadata::RunRecord,
+}
+
+impl Progress {
+    /// Opens the configured metadata store; `None` when it or the run cannot be read (then
+    /// only checkpoints count).
+    pub async fn open(config: &revrepl_config::Config) -> Option<Self> {
+        let run_id = revrepl_metadata::RunId::new(config.run_id.clone()).ok()?;
+        let store = crate::store::open_existing(config).await.ok()?;
+        let run = store.run(&run_id).await.ok()??;
+        Some(Self { store, run })
+    }
+
+    /// Per shard, the end of the last window recorded as applied (`SUCCESS`), read now; empty
+    /// when the store cannot be read.
+    pub async fn applied_through(&self) -> std::collections::BTreeMap<ShardId, Timestamp> {
+        let mut through = std::collections::BTreeMap::new();
+        let Ok(progress) = self
+            .store
+            .list_process_progress(
+                self.run.run_id(),
+                Some(revrepl_metadata::ProcessStatus::Success),
+            )
+            .await
+        else {
+            return through;
+        };
+        let length = i128::from(self.run.window().seconds()) * 1_000_000_000;
+        for row in progress {
+            if let Ok(end) = Timestamp::from_nanos(row.file_start_interval.as_nanos() + length) {
+                through.insert(row.shard, end);
+            }
+        }
+        through
+    }
+}
+
 /// Starts a read-only consistent snapshot on `conn` and reads the checkpoint of (`run_id`,
 /// `shard`) in it. With `at_checkpoint = false`, or when the shard has no checkpoint of the run
 /// (no checkpoint table, no row, or a row rewound by `reprocess` that holds no position yet),
-/// the point is [`ReadPoint::Current`] and the note says why.
+/// the point is [`ReadPoint::Current`] and the note says why. `applied_through`: the end of
+/// the last window recorded applied before the snapshot (see [`Progress`]).
 pub async fn open(
     conn: &mut Conn,
     run_id: &str,
     shard: &ShardId,
     at_checkpoint: bool,
+    applied_through: Option<Timestamp>,
 ) -> Result<Opened, LauncherError> {
     let failed = |operation: &str, error: &mysql_async::Error| LauncherError::MySql {
         shard: shard.to_string(),
@@ -148,13 +199,28 @@ pub async fn open(
              compared at the current state"
         )));
     };
-    let at = position.commit_timestamp;
+    let checkpoint = position.commit_timestamp;
+    let quiet_until = applied_through
+        .and_then(|end| Timestamp::from_nanos(end.as_nanos() - 1).ok())
+        .filter(|last| *last > checkpoint);
+    let (at, note) = match quiet_until {
+        Some(last) => (
+            last,
+            Some(format!(
+                "the checkpoint's last change is at {}; windows up to {} are applied with no \
+                 later change for this shard, so the shard is compared at their end",
+                checkpoint.to_rfc3339(),
+                last.to_rfc3339()
+            )),
+        ),
+        None => (checkpoint, None),
+    };
     Ok(Opened {
         point: ReadPoint::At(at),
         report: ShardPoint {
             shard: shard.to_string(),
             compared_at: Some(at.to_rfc3339()),
-            note: None,
+            note,
         },
     })
 }
