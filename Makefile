@@ -56,6 +56,10 @@ bench-reader: ## Reader benchmark in release: mods/s vs a parse-and-write baseli
 bench-writer: ## Writer throughput on durable local MariaDB shards: rows/s, raw-limit and reference ratios, CPU, peak RSS, 4 shards (BENCH_WRITER_ARGS="--records N ...")
 	$(CARGO) bench -p revrepl-writer --bench writer_throughput -- $(BENCH_WRITER_ARGS)
 
+.PHONY: bench-validate
+bench-validate: ## validate's rows/s per shard at the checkpoint vs reading both sides, and continuous mode's MySQL load at its default rate, on the emulator and MariaDB (BENCH_VALIDATE_ARGS="--rows N --continuous-seconds N")
+	$(CARGO) bench -p revrepl-launcher --bench validate_throughput -- $(BENCH_VALIDATE_ARGS)
+
 .PHONY: bench-lag
 bench-lag: ## End-to-end lag, Spanner commit to MySQL apply, on the emulator and durable MariaDB: p50/p99/max and drain per window length (BENCH_LAG_ARGS="--rate N --seconds N --windows 1,2,10")
 	$(CARGO) build --release -p revrepl-reader -p revrepl-writer --bins
