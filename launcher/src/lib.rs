@@ -7,7 +7,8 @@
 //!   metadata tables.
 //! - [`status`]: every shard's progress and lag, from the metadata store.
 //! - [`reprocess`]: marks shards `REPROCESS`.
-//! - [`validate`]: compares MySQL shards with Spanner, row by row, in bounded memory.
+//! - [`validate`]: compares MySQL shards with Spanner, row by row, in bounded memory, each shard
+//!   at the exact point its checkpoint names; `--continuous` sampling with counters, `--repair`.
 //! - [`run`](mod@run): runs the reader and the writer as supervised child processes
 //!   ([`supervise`]) with live [`progress`].
 //! - [`demo`]: the whole pipeline on local services, start to finish.
