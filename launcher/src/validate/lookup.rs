@@ -2,10 +2,14 @@
 //! point (continuous verification and repair).
 //!
 //! The key's canonical text turns back into a Spanner value for integer (`INT64`), text
-//! (`STRING`), decimal (`NUMERIC`) and date (`DATE`) key columns — the text is the value's
-//! Spanner text — by `CAST(@k AS <type>)`. Tables keyed by other types (timestamps, bytes,
-//! floats, booleans) cannot be looked up; whole-table `validate` still compares them.
+//! (`STRING`), decimal (`NUMERIC`) and date (`DATE`) key columns: the text is the value's
+//! Spanner wire text. When the MySQL key maps onto Spanner's primary key (in order, the usual
+//! case), rows are point reads by key (the read API with a key set); otherwise a query matches
+//! the columns (`CAST(@k AS <type>)`). Tables keyed by other types (timestamps, bytes, floats,
+//! booleans) cannot be looked up; whole-table `validate` still compares them.
 
+use google_cloud_spanner::key::{Key, KeySet};
+use google_cloud_spanner::read::ReadRequest;
 use google_cloud_spanner::statement::Statement;
 use google_cloud_spanner::types;
 use google_cloud_spanner::value::Value as SpannerValue;
@@ -35,6 +39,9 @@ pub struct KeyLookup {
     table: String,
     select: String,
     key: Vec<KeyColumn>,
+    /// The table's columns, for point reads; `None` when the MySQL key is not Spanner's
+    /// primary key.
+    read_columns: Option<Vec<String>>,
 }
 
 impl KeyLookup {
@@ -73,7 +80,20 @@ impl KeyLookup {
             .iter()
             .map(|(name, _)| spanner_quote(name))
             .collect();
+        let key_names: Vec<&str> = plan
+            .key
+            .iter()
+            .map(|i| table.columns[plan.columns[*i].spanner_index].0.as_str())
+            .collect();
+        let is_primary_key = key_names.len() == table.primary_key.len()
+            && key_names
+                .iter()
+                .zip(&table.primary_key)
+                .all(|(a, b)| a == b);
+        let read_columns =
+            is_primary_key.then(|| table.columns.iter().map(|(name, _)| name.clone()).collect());
         Ok(Self {
+            read_columns,
             table: table.name.clone(),
             select: format!(
                 "SELECT {} FROM {}",
@@ -93,8 +113,41 @@ impl KeyLookup {
         keys: &[Vec<Canonical>],
         visit: &mut dyn FnMut(&[SpannerValue]),
     ) -> Result<(), LauncherError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let operation = format!("look up rows of {} by key", self.table);
         let bound = point.bound().map_err(|e| database.error(&operation, &e))?;
+        if let Some(columns) = &self.read_columns {
+            let mut set = KeySet::builder();
+            for values in keys {
+                set = set.add_key(Key::new(
+                    values
+                        .iter()
+                        .map(|v| match v {
+                            Some(text) => SpannerValue::from(text.clone()),
+                            None => SpannerValue::null(),
+                        })
+                        .collect(),
+                ));
+            }
+            let read = ReadRequest::builder(self.table.clone(), columns.clone())
+                .with_keys(set.build())
+                .build();
+            let mut result = database
+                .client
+                .single_use()
+                .set_timestamp_bound(bound)
+                .build()
+                .execute_read(read)
+                .await
+                .map_err(|e| database.error(&operation, &e))?;
+            while let Some(row) = result.next().await {
+                let row = row.map_err(|e| database.error(&operation, &e))?;
+                visit(row.raw_values());
+            }
+            return Ok(());
+        }
         for chunk in keys.chunks(KEYS_PER_QUERY) {
             let mut conditions = Vec::new();
             let mut params = Vec::new();
