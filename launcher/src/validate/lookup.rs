@@ -191,3 +191,67 @@ impl KeyLookup {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::plan::PlannedColumn;
+
+    fn table(columns: &[(&str, &str)], key: &[&str]) -> SpannerTable {
+        SpannerTable {
+            name: "T".into(),
+            columns: columns
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect(),
+            primary_key: key.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    fn plan(rules: Vec<Rule>, key: Vec<usize>) -> ShardPlan {
+        ShardPlan {
+            mysql_table: "t".into(),
+            columns: rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, rule)| PlannedColumn {
+                    spanner_index: i,
+                    mysql_name: format!("c{i}"),
+                    rule,
+                })
+                .collect(),
+            key,
+        }
+    }
+
+    #[test]
+    fn spanner_keys_are_point_reads_and_other_keys_queries() {
+        let text = Rule::Text { trim_spaces: false };
+        let t = table(
+            &[("a", "INT64"), ("b", "STRING(10)"), ("c", "STRING(MAX)")],
+            &["a", "b"],
+        );
+        let by_key = KeyLookup::new(
+            &t,
+            &plan(vec![Rule::Integer, text.clone(), text.clone()], vec![0, 1]),
+        )
+        .expect("INT64 and STRING keys");
+        assert_eq!(by_key.read_columns.as_deref().map(<[_]>::len), Some(3));
+        // A MySQL key that is not Spanner's primary key: matched by a query, with casts.
+        let other = KeyLookup::new(&t, &plan(vec![Rule::Integer, text.clone(), text], vec![0]))
+            .expect("an INT64 column");
+        assert!(other.read_columns.is_none());
+        assert_eq!(other.key[0].cast, Some("INT64"));
+    }
+
+    #[test]
+    fn keys_of_other_types_are_refused_by_name() {
+        let t = table(&[("at", "TIMESTAMP")], &["at"]);
+        let refused = KeyLookup::new(
+            &t,
+            &plan(vec![Rule::DateTime { fsp: 6, zone: None }], vec![0]),
+        )
+        .expect_err("TIMESTAMP keys cannot be looked up");
+        assert!(refused.contains("key column at (TIMESTAMP"), "{refused}");
+    }
+}
