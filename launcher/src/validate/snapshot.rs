@@ -87,6 +87,8 @@ pub struct Opened {
 
 /// MySQL error: table does not exist.
 const NO_SUCH_TABLE: u16 = 1146;
+/// MySQL error: command denied to the user for the table.
+const TABLE_ACCESS_DENIED: u16 = 1142;
 
 /// The run's progress in the metadata store, to read [`Progress::applied_through`] from.
 pub struct Progress {
@@ -183,6 +185,16 @@ pub async fn open(
                  at the current state, exact only when writes have paused"
                     .into(),
             ));
+        }
+        Err(CheckpointReadError::Database(mysql_async::Error::Server(server)))
+            if server.code == TABLE_ACCESS_DENIED =>
+        {
+            return Ok(current(format!(
+                "the user may not read the checkpoint table revrepl_checkpoint ({}): compared \
+                 at the current state, exact only when writes have paused; GRANT SELECT on it \
+                 to compare at the checkpoint",
+                server.message
+            )));
         }
         Err(CheckpointReadError::Database(e)) => return Err(failed("read the checkpoint", &e)),
         Err(CheckpointReadError::Invalid(reason)) => {
