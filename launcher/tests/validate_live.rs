@@ -6,7 +6,7 @@
 //!   (each shard compared at its checkpoint); a row changed by hand in MySQL is then reported,
 //!   exactly that row, and `--repair` makes it equal to Spanner again.
 //! - `--continuous` counts no mismatch while the workload writes, then finds a row changed by
-//!   hand within its sampling period and counts it in
+//!   hand (and then one deleted by hand) within its sampling period and counts it in
 //!   `revrepl_validate_mismatches_total`, scraped from its Prometheus endpoint.
 //!
 //! Needs `revrepl-reader` and `revrepl-writer` built next to `revrepl`.
@@ -558,6 +558,40 @@ async fn continuous_validation_counts_a_row_changed_by_hand() {
                 .all(|l| l.contains("table Orders shard s2")
                     && l.contains(&expected_key)
                     && l.contains("columns: note")),
+        "{}",
+        printed.join("\n")
+    );
+
+    // A row deleted by hand (found from Spanner's side) is counted too.
+    let mut s1 = connect(&live.servers[0]).await;
+    let (gone, _) = first_user(&mut s1).await;
+    s1.exec_drop("DELETE FROM users WHERE id = ?", (gone,))
+        .await
+        .expect("delete a row by hand");
+    let _ = s1.disconnect().await;
+    let deleted_at = Instant::now();
+    let labels = ["shard=\"s1\"", "table=\"Users\""];
+    loop {
+        let body = scrape().await.unwrap_or_default();
+        if metric_sum(&body, "revrepl_validate_mismatches_total", &labels).unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        assert!(
+            deleted_at.elapsed() < Duration::from_secs(20),
+            "the row deleted by hand was not counted within 20 s\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut printed = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        printed.push(line);
+    }
+    let expected = format!(r#"mismatch: table Users shard s1 key {{"id":"{gone}"}} at "#);
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains(&expected) && l.ends_with("missing in MySQL")),
         "{}",
         printed.join("\n")
     );

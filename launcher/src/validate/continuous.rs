@@ -1,15 +1,21 @@
 //! `revrepl validate --continuous`: every interval, each shard's next slice of keys is
 //! compared at the shard's current checkpoint, with a bounded load on both sides.
 //!
-//! Per shard and interval: one MySQL consistent snapshot reads the checkpoint (commit
-//! timestamp T) and the next `rows_per_second × interval` rows in primary-key order (shared
-//! among the tables, each table resuming after the last key it read and starting over at its
-//! end); then Spanner is read at exactly T for those keys only. A row that differs, or that
-//! Spanner does not hold for the shard at T, is a mismatch: printed (table, shard, key,
-//! columns) and counted. So the whole of each table is covered every
-//! `rows / (rows_per_second × tables share)` seconds, and a row changed by hand in MySQL is
-//! found within one rotation. Rows missing from MySQL are not found by this sampling (it
-//! starts from MySQL's keys); the full `revrepl validate` finds them.
+//! Per shard and interval, `rows_per_second × interval` rows are compared, shared among the
+//! tables, half of each table's share from each side, each side resuming after the last key
+//! it read and starting over at the table's end:
+//!
+//! - one MySQL consistent snapshot reads the checkpoint (commit timestamp T) and the next rows
+//!   of each table in primary-key order; Spanner is then read at exactly T for those keys. A
+//!   row that differs, or that Spanner does not hold for the shard at T, is a mismatch;
+//! - in the same snapshot, the next rows of Spanner's table at T in Spanner key order (tables
+//!   whose MySQL key is Spanner's primary key), those routed to the shard looked up in MySQL by
+//!   key: one MySQL lacks is a mismatch (missing in MySQL). Rows of other shards are read and
+//!   skipped, so this side's share covers the table, not the shard.
+//!
+//! Mismatches are printed (table, shard, key, columns) and counted. So each table is covered
+//! every `rows / (its share / 2)` intervals, and a row changed, added or deleted by hand in
+//! MySQL is found within one rotation.
 //!
 //! Counters (OpenTelemetry, exported like the other binaries': `--metrics-addr` for
 //! Prometheus, OTLP from the environment), attributes `shard` and `table` (Spanner name):
@@ -107,6 +113,8 @@ struct Sampled {
     lookup: KeyLookup,
     /// The MySQL key of the last row sampled; `None`: start at the beginning.
     cursor: Option<Vec<mysql_async::Value>>,
+    /// The Spanner primary key of the last Spanner row sampled; `None`: at the beginning.
+    spanner_cursor: Option<Vec<google_cloud_spanner::value::Value>>,
 }
 
 /// One shard: its connection (reopened after an error) and tables.
@@ -203,6 +211,7 @@ pub async fn run(
                     plan,
                     lookup,
                     cursor: None,
+                    spanner_cursor: None,
                 }),
                 Err(problem) => out(format!(
                     "continuous: table {} on shard {id} not checked: {problem}",
@@ -304,10 +313,18 @@ async fn check_shard(
     };
     sampler.told_no_checkpoint = false;
     let share = (per_round / sampler.tables.len() as u64).max(1);
-    // MySQL first, all tables in the one snapshot.
+    let half = |sampled: &Sampled| {
+        if sampled.lookup.pages() {
+            share.div_ceil(2)
+        } else {
+            share
+        }
+    };
+    // MySQL's next keys, all tables in the one snapshot.
     let mut pages = Vec::new();
     for sampled in &mut sampler.tables {
-        let page = sample_mysql(conn, sampled, share).await;
+        let limit = half(sampled);
+        let page = sample_mysql(conn, sampled, limit).await;
         let page = match page {
             Ok(page) => page,
             Err(e) => {
@@ -317,10 +334,29 @@ async fn check_shard(
         };
         pages.push(page);
     }
+    // Spanner's next keys at T, looked up in the same snapshot.
+    let mut missing: Vec<(usize, Vec<String>, u64)> = Vec::new();
+    for (index, sampled) in sampler.tables.iter_mut().enumerate() {
+        if !sampled.lookup.pages() {
+            continue;
+        }
+        let limit = share / 2;
+        if limit == 0 {
+            continue;
+        }
+        let found = sample_spanner(conn, database, routing, &id, at, sampled, limit).await;
+        match found {
+            Ok((keys, checked)) => missing.push((index, keys, checked)),
+            Err(error) => {
+                snapshot::close(conn).await;
+                return Err(error);
+            }
+        }
+    }
     snapshot::close(conn).await;
     // Then Spanner at exactly the checkpoint, for those keys.
     let mut total = (0u64, 0u64);
-    for (sampled, page) in sampler.tables.iter().zip(pages) {
+    for (index, (sampled, page)) in sampler.tables.iter().zip(pages).enumerate() {
         let keys: Vec<Vec<Canonical>> = page
             .iter()
             .map(|row| key_values(&sampled.plan, row))
@@ -365,8 +401,20 @@ async fn check_shard(
                 ));
             }
         }
-        metrics.record(&id, &sampled.table.name, page.len() as u64, mismatches);
-        total.0 += page.len() as u64;
+        let mut checked = page.len() as u64;
+        for (_, keys, spanner_checked) in missing.iter().filter(|(i, _, _)| *i == index) {
+            checked += spanner_checked;
+            for key in keys {
+                mismatches += 1;
+                out(format!(
+                    "continuous: mismatch: table {} shard {id} key {key} at {}: missing in MySQL",
+                    sampled.table.name,
+                    at.to_rfc3339()
+                ));
+            }
+        }
+        metrics.record(&id, &sampled.table.name, checked, mismatches);
+        total.0 += checked;
         total.1 += mismatches;
     }
     tracing::info!(
@@ -377,6 +425,93 @@ async fn check_shard(
         "continuous verification round"
     );
     Ok(())
+}
+
+/// The next `limit` rows of Spanner's table at `at` after its Spanner cursor; those routed to
+/// `shard` are looked up in MySQL (in the open snapshot) by key. Returns the key texts MySQL
+/// lacks and how many rows of the shard were checked; moves the cursor, back to the start at
+/// the end of the table.
+async fn sample_spanner(
+    conn: &mut Conn,
+    database: &SourceDatabase,
+    routing: &super::Routing,
+    shard: &ShardId,
+    at: revrepl_record::Timestamp,
+    sampled: &mut Sampled,
+    limit: u64,
+) -> Result<(Vec<String>, u64), LauncherError> {
+    let rows = sampled
+        .lookup
+        .page(
+            database,
+            ReadPoint::At(at),
+            sampled.spanner_cursor.as_deref(),
+            limit,
+        )
+        .await?;
+    sampled.spanner_cursor = if (rows.len() as u64) < limit {
+        None
+    } else {
+        rows.last().map(|row| sampled.lookup.primary_key_of(row))
+    };
+    let plan = &sampled.plan;
+    let mut wanted: Vec<(Vec<Canonical>, String)> = Vec::new();
+    for values in &rows {
+        let request = route_request(&sampled.table, values, at);
+        if let Ok(Destination::Shard(routed)) = routing.router.route(&request)
+            && &routed == shard
+        {
+            let canonical = spanner_canonical(plan, values);
+            wanted.push((key_values(plan, &canonical), key_text(plan, &canonical)));
+        }
+    }
+    let checked = wanted.len() as u64;
+    let key: Vec<String> = plan
+        .key
+        .iter()
+        .map(|i| mysql_quote(&plan.columns[*i].mysql_name))
+        .collect();
+    let tuple = format!("({})", vec!["?"; key.len()].join(", "));
+    let mut present: std::collections::HashSet<Vec<Canonical>> = std::collections::HashSet::new();
+    for chunk in wanted.chunks(500) {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE ({}) IN ({})",
+            key.join(", "),
+            mysql_quote(&plan.mysql_table),
+            key.join(", "),
+            vec![tuple.as_str(); chunk.len()].join(", ")
+        );
+        let params: Vec<mysql_async::Value> = chunk
+            .iter()
+            .flat_map(|(values, _)| values.iter())
+            .map(|v| match v {
+                Some(text) => mysql_async::Value::Bytes(text.as_bytes().to_vec()),
+                None => mysql_async::Value::NULL,
+            })
+            .collect();
+        let found: Vec<mysql_async::Row> = conn
+            .exec(sql, params)
+            .await
+            .map_err(|e| super::mysql_error(shard, "look up Spanner's keys", &e))?;
+        let null = mysql_async::Value::NULL;
+        for row in found {
+            present.insert(
+                plan.key
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        from_mysql(&plan.columns[*c].rule, row.as_ref(i).unwrap_or(&null))
+                    })
+                    .collect(),
+            );
+        }
+    }
+    let missing = wanted
+        .into_iter()
+        .filter(|(values, _)| !present.contains(values))
+        .map(|(_, text)| text)
+        .collect();
+    Ok((missing, checked))
 }
 
 /// The next `limit` rows of the table after its cursor, in key order (canonical); moves the

@@ -8,7 +8,7 @@
 //! the columns (`CAST(@k AS <type>)`). Tables keyed by other types (timestamps, bytes, floats,
 //! booleans) cannot be looked up; whole-table `validate` still compares them.
 
-use google_cloud_spanner::key::{Key, KeySet};
+use google_cloud_spanner::key::{Key, KeyRange, KeySet};
 use google_cloud_spanner::read::ReadRequest;
 use google_cloud_spanner::statement::Statement;
 use google_cloud_spanner::types;
@@ -42,6 +42,8 @@ pub struct KeyLookup {
     /// The table's columns, for point reads; `None` when the MySQL key is not Spanner's
     /// primary key.
     read_columns: Option<Vec<String>>,
+    /// Positions of Spanner's primary-key columns among the table's columns.
+    primary_key: Vec<usize>,
 }
 
 impl KeyLookup {
@@ -92,8 +94,14 @@ impl KeyLookup {
                 .all(|(a, b)| a == b);
         let read_columns =
             is_primary_key.then(|| table.columns.iter().map(|(name, _)| name.clone()).collect());
+        let primary_key = table
+            .primary_key
+            .iter()
+            .filter_map(|name| table.index_of(name))
+            .collect();
         Ok(Self {
             read_columns,
+            primary_key,
             table: table.name.clone(),
             select: format!(
                 "SELECT {} FROM {}",
@@ -102,6 +110,62 @@ impl KeyLookup {
             ),
             key,
         })
+    }
+
+    /// Whether [`KeyLookup::page`] can read this table in key order.
+    pub fn pages(&self) -> bool {
+        self.read_columns.is_some()
+    }
+
+    /// Up to `limit` rows (all columns) after the primary key `after` (from the start when
+    /// `None`), in primary-key order, as Spanner holds them at `point`; empty when the table
+    /// cannot be paged ([`KeyLookup::pages`]).
+    pub async fn page(
+        &self,
+        database: &SourceDatabase,
+        point: ReadPoint,
+        after: Option<&[SpannerValue]>,
+        limit: u64,
+    ) -> Result<Vec<Vec<SpannerValue>>, LauncherError> {
+        let Some(columns) = &self.read_columns else {
+            return Ok(Vec::new());
+        };
+        let operation = format!("read a page of {}", self.table);
+        let bound = point.bound().map_err(|e| database.error(&operation, &e))?;
+        let keys = match after {
+            // Every key has the empty prefix: (after, []] is everything after.
+            Some(after) => KeySet::from(KeyRange::open_closed(
+                Key::new(after.to_vec()),
+                Key::new(Vec::new()),
+            )),
+            None => KeySet::all(),
+        };
+        let read = ReadRequest::builder(self.table.clone(), columns.clone())
+            .with_keys(keys)
+            .set_limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .build();
+        let mut result = database
+            .client
+            .single_use()
+            .set_timestamp_bound(bound)
+            .build()
+            .execute_read(read)
+            .await
+            .map_err(|e| database.error(&operation, &e))?;
+        let mut rows = Vec::new();
+        while let Some(row) = result.next().await {
+            let row = row.map_err(|e| database.error(&operation, &e))?;
+            rows.push(row.raw_values().to_vec());
+        }
+        Ok(rows)
+    }
+
+    /// The Spanner primary key of a row read by [`KeyLookup::page`].
+    pub fn primary_key_of(&self, row: &[SpannerValue]) -> Vec<SpannerValue> {
+        self.primary_key
+            .iter()
+            .filter_map(|i| row.get(*i).cloned())
+            .collect()
     }
 
     /// Visits the Spanner rows (all columns, in table order) of `keys` as Spanner holds them at
