@@ -15,7 +15,8 @@
 //!
 //! Mismatches are printed (table, shard, key, columns) and counted. So each table is covered
 //! every `rows / (its share / 2)` intervals, and a row changed, added or deleted by hand in
-//! MySQL is found within one rotation.
+//! MySQL is found within one rotation (deleted: on tables whose MySQL key is Spanner's
+//! primary key, the ones Spanner's side is sampled for).
 //!
 //! Counters (OpenTelemetry, exported like the other binaries': `--metrics-addr` for
 //! Prometheus, OTLP from the environment), attributes `shard` and `table` (Spanner name):
