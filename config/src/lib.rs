@@ -324,9 +324,10 @@ pub struct ReaderConfig {
     /// Where a regular run starts (RFC 3339); now when absent.
     #[serde(default)]
     pub start_timestamp: Option<String>,
-    /// Heartbeat interval asked of Spanner (1 s–300 s).
-    #[serde(default = "default_heartbeat", with = "duration_text")]
-    pub heartbeat: Duration,
+    /// Heartbeat interval asked of Spanner (1 s–300 s). Unset: a tenth of the window, at
+    /// least 1 s and at most 10 s (see [`ReaderConfig::heartbeat_interval`]).
+    #[serde(default, with = "optional_duration_text")]
+    pub heartbeat: Option<Duration>,
     /// Forward-migration filtering.
     #[serde(default)]
     pub filtration: Filtration,
@@ -348,10 +349,6 @@ pub struct ReaderConfig {
     pub exclude_tables: Vec<String>,
 }
 
-fn default_heartbeat() -> Duration {
-    Duration::from_secs(2)
-}
-
 fn default_max_ahead() -> Duration {
     Duration::from_secs(300)
 }
@@ -364,12 +361,25 @@ fn yes() -> bool {
     true
 }
 
+impl ReaderConfig {
+    /// The heartbeat asked of Spanner: `heartbeat` when set, otherwise a tenth of the window
+    /// between 1 s and 10 s. An idle partition moves the low watermark only at its heartbeats,
+    /// so a window is finalized up to one heartbeat after it ends: short windows get the
+    /// shortest heartbeat Spanner allows (1 s), long ones fewer heartbeat records.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat.unwrap_or_else(|| {
+            (Duration::from_secs(u64::from(self.window.seconds())) / 10)
+                .clamp(Duration::from_secs(1), Duration::from_secs(10))
+        })
+    }
+}
+
 impl Default for ReaderConfig {
     fn default() -> Self {
         Self {
             window: WindowDuration::default(),
             start_timestamp: None,
-            heartbeat: default_heartbeat(),
+            heartbeat: None,
             filtration: Filtration::default(),
             keep_system_transactions: true,
             max_ahead: default_max_ahead(),
@@ -394,7 +404,9 @@ pub struct WriterConfig {
     /// Most bytes of records in one MySQL transaction.
     #[serde(default = "default_batch_bytes")]
     pub batch_max_bytes: usize,
-    /// How often a shard that caught up with the reader looks for new windows.
+    /// How often the writer reads how far the reader got (one query for all its shards), to
+    /// start a shard's next window as soon as it is created. Short by default: a new window
+    /// is noticed within this time.
     #[serde(default = "default_poll_interval", with = "duration_text")]
     pub poll_interval: Duration,
     /// On a definite error, write the failing transaction and its error to `dlq/<shard>/` in
@@ -460,7 +472,7 @@ fn default_batch_bytes() -> usize {
 }
 
 fn default_poll_interval() -> Duration {
-    Duration::from_secs(1)
+    Duration::from_millis(200)
 }
 
 impl Default for WriterConfig {
@@ -495,6 +507,28 @@ mod duration_text {
         humantime::parse_duration(&text).map_err(|e| {
             serde::de::Error::custom(format!("{text:?} is not a duration like 2s or 5m: {e}"))
         })
+    }
+}
+
+mod optional_duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => super::duration_text::serialize(value, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration_text::deserialize(deserializer).map(Some)
     }
 }
 
@@ -663,12 +697,29 @@ change_stream = "revrepl_stream"
             let config = load_in(jail, MINIMAL, &[]).map_err(|e| e.to_string())?;
             assert_eq!(config.run_id, "run1");
             assert_eq!(config.reader.window.to_string(), "10s");
-            assert_eq!(config.reader.heartbeat, Duration::from_secs(2));
+            assert_eq!(config.reader.heartbeat, None);
+            assert_eq!(config.reader.heartbeat_interval(), Duration::from_secs(1));
+            assert_eq!(config.writer.poll_interval, Duration::from_millis(200));
             assert_eq!(config.metadata.store, MetadataKind::Sqlite);
             assert_eq!(config.buffer.url, "revrepl-buffer");
             assert!(config.reader.keep_system_transactions);
             Ok(())
         });
+    }
+
+    #[test]
+    fn an_unset_heartbeat_is_a_tenth_of_the_window_between_1_and_10_seconds() {
+        let with_window = |seconds| ReaderConfig {
+            window: WindowDuration::from_seconds(seconds).expect("valid window"),
+            ..ReaderConfig::default()
+        };
+        assert_eq!(with_window(1).heartbeat_interval(), Duration::from_secs(1));
+        assert_eq!(with_window(10).heartbeat_interval(), Duration::from_secs(1));
+        assert_eq!(with_window(60).heartbeat_interval(), Duration::from_secs(6));
+        assert_eq!(
+            with_window(3600).heartbeat_interval(),
+            Duration::from_secs(10)
+        );
     }
 
     #[test]
@@ -681,7 +732,8 @@ change_stream = "revrepl_stream"
                 .map_err(|e| e.to_string())?;
             assert_eq!(config.reader.window.to_string(), "1m");
             assert_eq!(config.run_id, "from-flag");
-            assert_eq!(config.reader.heartbeat, Duration::from_secs(5));
+            assert_eq!(config.reader.heartbeat, Some(Duration::from_secs(5)));
+            assert_eq!(config.reader.heartbeat_interval(), Duration::from_secs(5));
             assert_eq!(config.metadata.store, MetadataKind::Spanner);
             Ok(())
         });

@@ -157,7 +157,7 @@ pub async fn run(
             client.clone(),
             &database.database,
             &config.spanner.change_stream,
-            config.reader.heartbeat,
+            config.reader.heartbeat_interval(),
         )?;
         let assigner = ShardAssigner::new(router, shards.iter().cloned())
             .with_row_lookup(SpannerRowLookup::new(client, &database.database));

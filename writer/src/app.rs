@@ -24,6 +24,7 @@ use crate::convert::ConversionRules;
 use crate::convert::SourceTimeZone;
 use crate::error::WriterError;
 use crate::mapping::SchemaMapping;
+use crate::reader_progress::ReaderProgress;
 use crate::shard_task::{ShardContext, ShardOutcome};
 use crate::telemetry::WriterMetrics;
 
@@ -185,7 +186,12 @@ pub async fn run(
             max_bytes: writer.batch_max_bytes.max(1),
         },
         retry: RETRY,
-        poll_interval: writer.poll_interval,
+        reader_progress: ReaderProgress::watch(
+            Arc::clone(&metadata),
+            run_id.clone(),
+            writer.poll_interval,
+            cancel.clone(),
+        ),
         until,
         dead_letter: writer.dead_letter,
         strict_line_shard: writer.strict_line_shard,

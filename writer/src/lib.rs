@@ -48,6 +48,7 @@ pub mod convert;
 pub mod error;
 pub mod mapping;
 mod placement;
+pub mod reader_progress;
 pub mod schema;
 pub mod shard_task;
 pub mod statement;

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{BatchPlanner, PlannedBatch, ShardApplier};
 use crate::batch::{BatchLimits, SpannerTransaction, batches};
 use crate::error::WriterError;
+use crate::reader_progress::ReaderProgress;
 use crate::telemetry::WriterMetrics;
 
 /// Most windows listed from the metadata store per query.
@@ -59,8 +60,8 @@ pub struct ShardContext {
     pub limits: BatchLimits,
     /// Backoff of transient errors (retried forever).
     pub retry: Backoff,
-    /// How often to look for new windows once caught up.
-    pub poll_interval: Duration,
+    /// Wakes the shard when the reader created its next window.
+    pub reader_progress: ReaderProgress,
     /// Stop after the window that ends at or after this time.
     pub until: Option<Timestamp>,
     /// Set failing transactions aside in `dlq/` instead of stopping the shard.
@@ -203,7 +204,7 @@ impl ShardContext {
             self.metrics.reader_wait(shard);
             tokio::select! {
                 () = cancel.cancelled() => return Step::Stop(ShardOutcome::Cancelled),
-                () = tokio::time::sleep(self.poll_interval) => return Step::Continue,
+                () = self.reader_progress.wait_for(shard, next.end()) => return Step::Continue,
             }
         }
         let listed = self
