@@ -1170,7 +1170,8 @@ async fn window_lengths(options: &Options) -> (f64, f64) {
     let rate = options.window_rate.max(1);
     println!();
     println!(
-        "window length: {} records at {} mods/s, in 1 s windows ({} records each) and in 10 s          windows ({} each), best of {} runs each:",
+        "window length: {} records at {} mods/s, in 1 s windows ({} records each) and in 10 s \
+         windows ({} each), best of {} runs each:",
         thousands(options.records as f64),
         thousands(rate as f64),
         thousands(rate as f64),
