@@ -57,6 +57,9 @@ pub enum LauncherError {
         /// What went wrong and what to do.
         message: String,
     },
+    /// Writer code used by the launcher (`revrepl dlq`) failed.
+    #[error(transparent)]
+    Writer(#[from] revrepl_writer::WriterError),
     /// A step of `revrepl demo` failed.
     #[error("demo: {0}")]
     Demo(String),
@@ -67,6 +70,7 @@ impl LauncherError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Usage(_) => 2,
+            Self::Writer(revrepl_writer::WriterError::Config { .. }) => 2,
             _ => 1,
         }
     }
@@ -80,6 +84,7 @@ impl Classify for LauncherError {
             Self::Routing(e) => e.class(),
             Self::Reader(e) => e.class(),
             Self::Buffer(e) => e.class(),
+            Self::Writer(e) => e.class(),
             Self::Usage(_) | Self::Process { .. } | Self::Demo(_) => ErrorClass::Fatal,
             Self::Spanner { .. } | Self::MySql { .. } => ErrorClass::Transient,
         }

@@ -148,22 +148,8 @@ pub async fn run(
     }
     let run_id = RunId::new(config.run_id.clone())?;
     let writer = &config.writer;
-    let time_zone: SourceTimeZone =
-        writer
-            .source_time_zone
-            .parse()
-            .map_err(|e: crate::convert::TimeZoneError| WriterError::Config {
-                key: "writer.source_time_zone".into(),
-                reason: e.to_string(),
-            })?;
-    let mut mapping = match &config.session_file {
-        Some(path) => SchemaMapping::from_session(&Session::load(path)?),
-        None => SchemaMapping::identity(),
-    };
-    for column in &writer.ignore_columns {
-        mapping = mapping.ignoring_column_everywhere(column.clone());
-    }
-    let mapping = Arc::new(mapping.with_rules(ConversionRules::from(writer)));
+    let time_zone = source_time_zone(config)?;
+    let mapping = schema_mapping(config)?;
     let shards_file = ShardsFile::load(&config.shards_file)?;
     let shards = resolve_passwords(&shards_file).await?;
     let metadata = open_store(config, MissingTables::Create).await?;
@@ -206,19 +192,7 @@ pub async fn run(
         let Some(lease) = leases.remove(&id) else {
             continue;
         };
-        // TLS from the configuration, then the shard's own `connectionProperties`.
-        let options = shard
-            .config
-            .connection
-            .apply(shard_connection_options(&shard), tls.clone());
-        let applier_config = ApplierConfig {
-            run_id: run_id.to_string(),
-            shard: id.clone(),
-            connection: Opts::from(options),
-            mapping: Arc::clone(&mapping),
-            time_zone,
-            limits: Default::default(),
-        };
+        let applier_config = applier_config(&run_id, &shard, tls.clone(), &mapping, time_zone);
         let lease = Arc::new(lease);
         let mut context = context.clone();
         context.lease = Some(Arc::clone(&lease));
@@ -264,6 +238,54 @@ pub async fn run(
         }
     }
     Ok(summary)
+}
+
+/// The time zone of the shards' `DATETIME` values (`writer.source_time_zone`).
+pub(crate) fn source_time_zone(config: &Config) -> Result<SourceTimeZone, WriterError> {
+    config
+        .writer
+        .source_time_zone
+        .parse()
+        .map_err(|e: crate::convert::TimeZoneError| WriterError::Config {
+            key: "writer.source_time_zone".into(),
+            reason: e.to_string(),
+        })
+}
+
+/// Spanner → MySQL names and conversion rules, from the configuration (and its session file).
+pub(crate) fn schema_mapping(config: &Config) -> Result<Arc<SchemaMapping>, WriterError> {
+    let writer = &config.writer;
+    let mut mapping = match &config.session_file {
+        Some(path) => SchemaMapping::from_session(&Session::load(path)?),
+        None => SchemaMapping::identity(),
+    };
+    for column in &writer.ignore_columns {
+        mapping = mapping.ignoring_column_everywhere(column.clone());
+    }
+    Ok(Arc::new(mapping.with_rules(ConversionRules::from(writer))))
+}
+
+/// The applier's configuration for `shard`: TLS from the configuration, then the shard's own
+/// `connectionProperties`.
+pub(crate) fn applier_config(
+    run_id: &RunId,
+    shard: &Shard,
+    tls: Option<SslOpts>,
+    mapping: &Arc<SchemaMapping>,
+    time_zone: SourceTimeZone,
+) -> ApplierConfig {
+    let options = shard
+        .config
+        .connection
+        .apply(shard_connection_options(shard), tls);
+    ApplierConfig {
+        run_id: run_id.to_string(),
+        shard: shard.config.logical_shard_id.clone(),
+        connection: Opts::from(options),
+        mapping: Arc::clone(mapping),
+        time_zone,
+        limits: Default::default(),
+    }
 }
 
 /// Connects the shard's applier (retrying forever while the shard is unreachable) and runs it.
@@ -494,7 +516,7 @@ async fn starting_points(
 }
 
 /// Fetches every shard's password; Secret Manager only when a shard uses it.
-async fn resolve_passwords(shards: &ShardsFile) -> Result<Vec<Shard>, WriterError> {
+pub(crate) async fn resolve_passwords(shards: &ShardsFile) -> Result<Vec<Shard>, WriterError> {
     let uses_secret_manager = shards
         .shards()
         .iter()
@@ -508,7 +530,7 @@ async fn resolve_passwords(shards: &ShardsFile) -> Result<Vec<Shard>, WriterErro
 }
 
 /// TLS settings for every shard: a CA file (verified), or the system roots.
-fn tls_options(config: &Config) -> Result<Option<SslOpts>, WriterError> {
+pub(crate) fn tls_options(config: &Config) -> Result<Option<SslOpts>, WriterError> {
     let writer = &config.writer;
     match &writer.tls_ca_file {
         Some(path) => {
