@@ -59,10 +59,16 @@ pub enum LauncherError {
     },
     /// Writer code used by the launcher (`revrepl dlq`) failed.
     #[error(transparent)]
-    Writer(#[from] revrepl_writer::WriterError),
+    Writer(Box<revrepl_writer::WriterError>),
     /// A step of `revrepl demo` failed.
     #[error("demo: {0}")]
     Demo(String),
+}
+
+impl From<revrepl_writer::WriterError> for LauncherError {
+    fn from(error: revrepl_writer::WriterError) -> Self {
+        Self::Writer(Box::new(error))
+    }
 }
 
 impl LauncherError {
@@ -70,7 +76,11 @@ impl LauncherError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Usage(_) => 2,
-            Self::Writer(revrepl_writer::WriterError::Config { .. }) => 2,
+            Self::Writer(error)
+                if matches!(**error, revrepl_writer::WriterError::Config { .. }) =>
+            {
+                2
+            }
             _ => 1,
         }
     }
