@@ -115,6 +115,7 @@ fn known_keys() -> KnownKeys {
             change_stream: String::new(),
             endpoint: None,
             admin_endpoint: None,
+            priority: SpannerPriority::default(),
         },
         buffer: BufferConfig::default(),
         metadata: MetadataConfig::default(),
@@ -188,6 +189,25 @@ pub struct SpannerConfig {
     /// port, e.g. `http://127.0.0.1:9020`.
     #[serde(default)]
     pub admin_endpoint: Option<String>,
+    /// Priority of revrepl's requests to this database — change-stream queries, row look-ups
+    /// before deletes, `revrepl validate`'s reads: `low`, `medium` or `high` (default, as
+    /// Spanner and the reference's `spannerPriority`). `low` keeps replication from competing
+    /// with the application for CPU.
+    #[serde(default)]
+    pub priority: SpannerPriority,
+}
+
+/// `spanner.priority`: Spanner's request priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpannerPriority {
+    /// `PRIORITY_LOW`.
+    Low,
+    /// `PRIORITY_MEDIUM`.
+    Medium,
+    /// `PRIORITY_HIGH` (Spanner's default).
+    #[default]
+    High,
 }
 
 /// The buffer between reader and writer.

@@ -799,7 +799,7 @@ mod tests {
         assert_eq!(letter.cause, "malformed record of table users");
         assert_eq!(letter.file.as_deref(), Some("s1/f.txt"));
         let bad = decode("buf", &path, b"{\"shard\":\"s1\"}").expect_err("no records");
-        assert!(bad.to_string().contains("no \\\"records\\\""), "{bad}");
+        assert!(bad.to_string().contains(r#"no "records""#), "{bad}");
     }
 
     #[test]

@@ -29,7 +29,6 @@ use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hasher};
 use std::time::Duration;
 
-use google_cloud_spanner::statement::Statement;
 use google_cloud_spanner::value::{Kind, Value as SpannerValue};
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
@@ -659,7 +658,7 @@ async fn scan_spanner(
         .client
         .single_use()
         .build()
-        .execute_query(Statement::builder(sql).build())
+        .execute_query(database.data_statement(sql))
         .await
         .map_err(|e| database.error(&operation, &e))?;
     let now = Timestamp::from(chrono::Utc::now());
