@@ -430,6 +430,14 @@ pub struct WriterConfig {
     /// Use TLS with the system's root certificates even without `tls_ca_file`.
     #[serde(default)]
     pub tls: bool,
+    /// Client certificate (PEM, may hold the chain) presented to every shard for mutual TLS,
+    /// with `tls_client_key_file`; enables TLS. A shard's `sslCert`/`sslKey` connection
+    /// properties replace it.
+    #[serde(default)]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of `tls_client_cert_file`.
+    #[serde(default)]
+    pub tls_client_key_file: Option<PathBuf>,
     /// A decimal with more fractional digits than its `DECIMAL` column: `round` (default;
     /// half away from zero, as MySQL does) or `error`.
     #[serde(default)]
@@ -494,6 +502,8 @@ impl Default for WriterConfig {
             ignore_columns: Vec::new(),
             tls_ca_file: None,
             tls: false,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
             decimal_overflow: DecimalOverflow::default(),
             array_text: ArrayText::default(),
             strict_line_shard: false,

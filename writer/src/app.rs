@@ -285,6 +285,7 @@ pub(crate) fn applier_config(
         mapping: Arc::clone(mapping),
         time_zone,
         limits: Default::default(),
+        connect_timeout: shard.config.connection.connect_timeout,
     }
 }
 
@@ -529,29 +530,77 @@ pub(crate) async fn resolve_passwords(shards: &ShardsFile) -> Result<Vec<Shard>,
     }
 }
 
-/// TLS settings for every shard: a CA file (verified), or the system roots.
+/// TLS settings for every shard: a CA file (verified), or the system roots; and the client
+/// certificate for mutual TLS.
 pub(crate) fn tls_options(config: &Config) -> Result<Option<SslOpts>, WriterError> {
     let writer = &config.writer;
-    match &writer.tls_ca_file {
+    let invalid = |key: &str, reason: String| WriterError::Config {
+        key: key.into(),
+        reason,
+    };
+    let identity = match (&writer.tls_client_cert_file, &writer.tls_client_key_file) {
+        (Some(cert), Some(key)) => Some(
+            revrepl_shard_routing::connection::client_identity(
+                ("writer.tls_client_cert_file", cert),
+                ("writer.tls_client_key_file", key),
+            )
+            .map_err(|reason| invalid("writer.tls_client_cert_file", reason))?,
+        ),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "writer.tls_client_key_file",
+                "missing: writer.tls_client_cert_file needs its private key".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "writer.tls_client_cert_file",
+                "missing: writer.tls_client_key_file needs its certificate".into(),
+            ));
+        }
+    };
+    let tls = match &writer.tls_ca_file {
         Some(path) => {
             if !path.is_file() {
-                return Err(WriterError::Config {
-                    key: "writer.tls_ca_file".into(),
-                    reason: format!("{} does not exist", path.display()),
-                });
+                return Err(invalid(
+                    "writer.tls_ca_file",
+                    format!("{} does not exist", path.display()),
+                ));
             }
-            Ok(Some(
-                SslOpts::default().with_root_certs(vec![path.clone().into()]),
-            ))
+            Some(SslOpts::default().with_root_certs(vec![path.clone().into()]))
         }
-        None if writer.tls => Ok(Some(SslOpts::default())),
-        None => Ok(None),
-    }
+        None if writer.tls || identity.is_some() => Some(SslOpts::default()),
+        None => None,
+    };
+    Ok(tls.map(|opts| opts.with_client_identity(identity)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_shards_connect_timeout_reaches_its_applier() {
+        let file = ShardsFile::from_json(
+            "shards.json",
+            r#"[{"logicalShardId": "s1", "host": "h", "user": "u", "password": "",
+                 "dbName": "d", "connectionProperties": "connectTimeout=250"},
+                {"logicalShardId": "s2", "host": "h", "user": "u", "password": "",
+                 "dbName": "d"}]"#,
+        )
+        .expect("valid");
+        let shards = file.resolve(&NoSecretManager).await.expect("resolved");
+        let run = RunId::new("r").expect("run");
+        let mapping = Arc::new(SchemaMapping::identity());
+        let timeouts: Vec<Option<Duration>> = shards
+            .iter()
+            .map(|s| {
+                applier_config(&run, s, None, &mapping, SourceTimeZone::default()).connect_timeout
+            })
+            .collect();
+        assert_eq!(timeouts, [Some(Duration::from_millis(250)), None]);
+    }
 
     #[test]
     fn parses_every_mode_name_of_the_reference() {

@@ -150,6 +150,9 @@ pub struct ApplierConfig {
     pub time_zone: SourceTimeZone,
     /// Statement size limits.
     pub limits: StatementLimits,
+    /// The deadline for opening a connection (the shard's `connectTimeout`); a connection not
+    /// open by then is a transient error, retried. `None`: the driver's own.
+    pub connect_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for ApplierConfig {
@@ -164,6 +167,7 @@ impl std::fmt::Debug for ApplierConfig {
             .field("database", &self.connection.db_name())
             .field("time_zone", &self.time_zone)
             .field("limits", &self.limits)
+            .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -178,6 +182,7 @@ impl ApplierConfig {
             mapping: Arc::new(SchemaMapping::identity()),
             time_zone: SourceTimeZone::default(),
             limits: StatementLimits::default(),
+            connect_timeout: None,
         }
     }
 }
@@ -1000,9 +1005,22 @@ async fn open(config: &ApplierConfig) -> Result<Conn, WriterError> {
         .stmt_cache_size()
         .max(STATEMENT_CACHE_SIZE);
     let opts = OptsBuilder::from_opts(config.connection.clone()).stmt_cache_size(cache);
-    let mut conn = Conn::new(opts)
-        .await
-        .map_err(|e| WriterError::database(shard, "connecting", String::new(), &e))?;
+    let connecting = Conn::new(opts);
+    let connected = match config.connect_timeout {
+        Some(timeout) => tokio::time::timeout(timeout, connecting)
+            .await
+            .unwrap_or_else(|_| {
+                Err(mysql_async::Error::Io(mysql_async::IoError::Io(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within connectTimeout ({timeout:?})"),
+                    ),
+                )))
+            }),
+        None => connecting.await,
+    };
+    let mut conn =
+        connected.map_err(|e| WriterError::database(shard, "connecting", String::new(), &e))?;
     for statement in SESSION_SETUP {
         conn.query_drop(*statement).await.map_err(|e| {
             WriterError::database(shard, "setting up the session", String::new(), &e)
@@ -1053,6 +1071,26 @@ async fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shard's `connectTimeout` bounds the writer's own connection: a server that accepts
+    /// TCP but never answers is given up on (as a transient error) after it.
+    #[tokio::test]
+    async fn connecting_gives_up_after_connect_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let opts = Opts::from_url(&format!("mysql://root@127.0.0.1:{port}/db")).expect("url");
+        let mut config = ApplierConfig::new("run", ShardId::new("ls1").expect("valid"), opts);
+        config.connect_timeout = Some(Duration::from_millis(300));
+        let began = std::time::Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(20), ShardApplier::connect(config))
+            .await
+            .expect("the connect timeout ends the attempt, not this test's deadline");
+        let error = outcome.expect_err("nobody answers");
+        assert!(began.elapsed() < Duration::from_secs(10));
+        assert_eq!(error.class(), ErrorClass::Transient, "{error}");
+        assert!(error.to_string().contains("connectTimeout"), "{error}");
+        drop(listener);
+    }
 
     #[test]
     fn configuration_debug_hides_the_password() {
