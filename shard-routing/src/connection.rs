@@ -388,6 +388,77 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_shards_own_ca_and_client_certificate() {
+        let properties = ConnectionProperties::parse(
+            "sslCa=/etc/ca.pem\nsslCert=/etc/client.pem\nsslKey=/etc/client.key",
+        )
+        .expect("valid");
+        assert_eq!(properties.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            properties.client_identity,
+            Some((
+                PathBuf::from("/etc/client.pem"),
+                PathBuf::from("/etc/client.key")
+            ))
+        );
+        assert_eq!(properties.tls, None, "TLS comes with them when applied");
+        let mariadb = ConnectionProperties::parse("serverSslCert=/etc/ca.pem;sslMode=VERIFY_CA")
+            .expect("valid");
+        assert_eq!(mariadb.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(mariadb.tls, Some(TlsMode::VerifyCa));
+        for (bad, says) in [
+            ("sslCert=/c.pem", "needs sslKey"),
+            ("sslKey=/c.key", "needs sslCert"),
+            ("sslCa=", "expected a file path"),
+            ("sslCa=/ca.pem\nuseSSL=false", "need TLS"),
+        ] {
+            let error = ConnectionProperties::parse(bad).expect_err(bad);
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn unreadable_or_wrong_certificate_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("revrepl-conn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ca = dir.join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let not_pem = dir.join("key.txt");
+        std::fs::write(&not_pem, "hello").expect("write");
+        let missing = dir.join("missing.pem");
+        let properties = |text: String| ConnectionProperties::parse(&text).expect("valid");
+        assert_eq!(
+            properties(format!("sslCa={}", ca.display())).check_files(),
+            Ok(())
+        );
+        let error = properties(format!("sslCa={}", missing.display()))
+            .check_files()
+            .expect_err("missing");
+        assert!(
+            error.contains("property sslCa") && error.contains(&missing.display().to_string()),
+            "{error}"
+        );
+        let error = properties(format!(
+            "sslCert={}\nsslKey={}",
+            ca.display(),
+            not_pem.display()
+        ))
+        .check_files()
+        .expect_err("not a key");
+        assert!(
+            error.contains("property sslKey")
+                && error.contains("no PEM PRIVATE KEY")
+                && error.contains(&not_pem.display().to_string()),
+            "{error}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn refuses_unknown_properties_and_unsafe_values() {
         let error = ConnectionProperties::parse("useSSL=true\nfancyOption=1").expect_err("unknown");
         assert!(

@@ -665,4 +665,24 @@ mod tests {
             "{error}"
         );
     }
+
+    #[tokio::test]
+    async fn a_missing_certificate_file_is_named_with_its_shard_before_connecting() {
+        let text = r#"[
+          {"logicalShardId": "ls1", "host": "h", "user": "u", "dbName": "d", "password": "",
+           "connectionProperties": "sslCa=/nonexistent/ls1-ca.pem"}]"#;
+        // Loading does not need the file (the reader connects to no shard) ...
+        let file = ShardsFile::from_json("shards.json", text).expect("valid file");
+        // ... connecting does.
+        let error = file.resolve(&NoSecretManager).await.expect_err("missing");
+        let text = error.to_string();
+        assert!(
+            text.contains("shards.json")
+                && text.contains("\"ls1\"")
+                && text.contains("connectionProperties")
+                && text.contains("property sslCa: cannot read /nonexistent/ls1-ca.pem"),
+            "{text}"
+        );
+        assert_eq!(error.class(), ErrorClass::Fatal);
+    }
 }
