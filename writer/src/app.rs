@@ -252,12 +252,41 @@ pub(crate) fn source_time_zone(config: &Config) -> Result<SourceTimeZone, Writer
         })
 }
 
-/// Spanner → MySQL names and conversion rules, from the configuration (and its session file).
+/// The schema overrides of the configuration (`schema_overrides_file`, or `table_overrides`
+/// and `column_overrides`), if any; the configuration allows only one of them and no session
+/// file beside.
+pub fn schema_overrides(
+    config: &Config,
+) -> Result<Option<revrepl_shard_routing::SchemaOverrides>, revrepl_shard_routing::RoutingError> {
+    use revrepl_config::{ColumnOverrides, TableOverrides};
+    use revrepl_shard_routing::SchemaOverrides;
+    if let Some(path) = &config.schema_overrides_file {
+        return SchemaOverrides::load(path).map(Some);
+    }
+    if config.table_overrides.is_none() && config.column_overrides.is_none() {
+        return Ok(None);
+    }
+    let tables = match &config.table_overrides {
+        None => Default::default(),
+        Some(TableOverrides::Text(text)) => SchemaOverrides::parse_table_overrides(text)?,
+        Some(TableOverrides::Map(map)) => map.clone(),
+    };
+    let columns = match &config.column_overrides {
+        None => Default::default(),
+        Some(ColumnOverrides::Text(text)) => SchemaOverrides::parse_column_overrides(text)?,
+        Some(ColumnOverrides::Map(map)) => map.clone(),
+    };
+    SchemaOverrides::new("table_overrides/column_overrides", tables, columns).map(Some)
+}
+
+/// Spanner → MySQL names and conversion rules, from the configuration (its session file or
+/// schema overrides).
 pub(crate) fn schema_mapping(config: &Config) -> Result<Arc<SchemaMapping>, WriterError> {
     let writer = &config.writer;
-    let mut mapping = match &config.session_file {
-        Some(path) => SchemaMapping::from_session(&Session::load(path)?),
-        None => SchemaMapping::identity(),
+    let mut mapping = match (&config.session_file, schema_overrides(config)?) {
+        (Some(path), _) => SchemaMapping::from_session(&Session::load(path)?),
+        (None, Some(overrides)) => SchemaMapping::from_overrides(&overrides),
+        (None, None) => SchemaMapping::identity(),
     };
     for column in &writer.ignore_columns {
         mapping = mapping.ignoring_column_everywhere(column.clone());

@@ -218,6 +218,7 @@ pub async fn validate(
         .as_deref()
         .map(|path| (path, config.routing.plugin_params.as_str()));
     let router = choose_router(&shards_file, session.clone(), plugin)?;
+    let overrides = revrepl_writer::app::schema_overrides(config)?;
     let all_shards: BTreeSet<ShardId> = shards_file.shard_ids().cloned().collect();
     for name in &options.shards {
         if !all_shards.iter().any(|s| s.as_str() == name) {
@@ -297,6 +298,10 @@ pub async fn validate(
                 "exists only in Spanner (no source table in the session file)".into(),
             ));
             continue;
+        };
+        let mapping = match &overrides {
+            Some(overrides) => plan::with_overrides(mapping, overrides),
+            None => mapping,
         };
         let context = TableContext {
             database: &database,
