@@ -903,7 +903,7 @@ impl ShardApplier {
         )
     }
 
-    /// The shard's ledger of retried dead letters (creating the table if missing).
+    /// The shard's ledger of retried dead letters (empty while the shard has no ledger table).
     pub async fn dead_letter_ledger(
         &self,
     ) -> Result<crate::dead_letter::ledger::Ledger, WriterError> {

@@ -299,19 +299,24 @@ pub mod ledger {
         .await
     }
 
-    /// Every row of `shard` (creating the table if missing).
+    /// Every row of `shard`; none while the table does not exist (nothing was retried yet).
     pub(crate) async fn read<Q: Queryable>(
         conn: &mut Q,
         shard: &ShardId,
     ) -> Result<Ledger, mysql_async::Error> {
-        conn.query_drop(CREATE_TABLE).await?;
-        let rows: Vec<Row> = conn
+        let rows: Vec<Row> = match conn
             .exec(
                 "SELECT `dead_letter`, `state`, `error`, `attempts` FROM `revrepl_dead_letters` \
                  WHERE `shard` = ?",
                 (shard.as_str(),),
             )
-            .await?;
+            .await
+        {
+            Ok(rows) => rows,
+            // ER_NO_SUCH_TABLE
+            Err(mysql_async::Error::Server(e)) if e.code == 1146 => Vec::new(),
+            Err(e) => return Err(e),
+        };
         let mut ledger = Ledger::new();
         for row in rows {
             let (Some(name), Some(state)) =
