@@ -14,12 +14,14 @@ Examples:
   revrepl validate --config revrepl.toml          compare MySQL with Spanner
   revrepl run --config revrepl.toml --reader-mode regular --writer-mode regular
   revrepl drain --config revrepl.toml --until now wait until MySQL has every change (cut back)
+  revrepl dlq list --config revrepl.toml          transactions set aside (writer.dead_letter)
+  revrepl dlq retry --config revrepl.toml --shard ls1   apply them again once the cause is fixed
   revrepl demo                                    the whole pipeline on local services
 
 The reader and the writer are their own programs (revrepl-reader, revrepl-writer) with the
 same configuration file; `revrepl run` runs both and restarts them when they crash. Exit codes:
-0 ok, 1 failed, 2 bad configuration or usage, 3 a shard is in ERROR (status, run), 4
-differences found (validate, demo).";
+0 ok, 1 failed (dlq retry: letters failed again), 2 bad configuration or usage, 3 a shard is in
+ERROR (status, run), 4 differences found (validate, demo).";
 
 const INIT_EXAMPLES: &str = "\
 Examples:

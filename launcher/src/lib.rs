@@ -1,7 +1,7 @@
 //! The `revrepl` command (DESIGN §1, §7, §9): what an operator runs around the reader and the
 //! writer.
 //!
-//! - [`cli`]: the command line (`init`, `run`, `status`, `reprocess`, `validate`, `demo`;
+//! - [`cli`]: the command line (`init`, `run`, `status`, `reprocess`, `validate`, `dlq`, `demo`;
 //!   global `--config`, `--set`, `--run-id`).
 //! - [`init`]: checks the configuration and every service, creates the change stream and the
 //!   metadata tables.
