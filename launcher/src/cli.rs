@@ -195,7 +195,7 @@ pub enum Command {
     #[command(after_help = DRAIN_EXAMPLES)]
     Drain(DrainArgs),
     /// List, show and retry the transactions the writer set aside (`writer.dead_letter`).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = DLQ_EXAMPLES)]
     Dlq(DlqCommand),
     /// Demonstrate the whole pipeline on local services (Spanner emulator, two MariaDB shards).
     #[command(after_help = DEMO_EXAMPLES)]
@@ -537,6 +537,27 @@ mod tests {
                 "{} --help has no examples",
                 sub.get_name()
             );
+        }
+    }
+
+    #[test]
+    fn dlq_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "revrepl",
+            "dlq",
+            "retry",
+            "--shard",
+            "a,b",
+            "--include-severe",
+        ])
+        .expect("parses");
+        let Command::Dlq(DlqCommand::Retry(args)) = cli.command else {
+            panic!("not dlq retry");
+        };
+        assert_eq!(args.shards, ["a", "b"]);
+        assert!(args.include_severe);
+        for sub in ["list", "show"] {
+            assert!(Cli::try_parse_from(["revrepl", "dlq", sub, "--json"]).is_ok());
         }
     }
 
