@@ -603,6 +603,18 @@ pub async fn retry(
             }
         })
         .collect();
+    for (id, letters) in &by_shard {
+        let known = shards.iter().any(|s| &s.config.logical_shard_id == id);
+        if !known && (options.shards.is_empty() || options.shards.iter().any(|n| n == id.as_str()))
+        {
+            progress(format!(
+                "shard {id}: {} dead letter(s), but the shards file {} has no such shard; \
+                 left alone",
+                letters.len(),
+                config.shards_file.display()
+            ));
+        }
+    }
     let mut reports = Vec::new();
     for shard in chosen {
         let id = shard.config.logical_shard_id.clone();
