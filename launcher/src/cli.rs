@@ -119,7 +119,7 @@ With writer.dead_letter = true the writer sets a transaction that fails because 
 (a value that does not fit, a constraint) aside in dlq/<shard>/ of the buffer and goes on. Once
 the cause is fixed, `retry` applies a shard's pending letters in commit order, each exactly once
 (recorded in the shard's revrepl_dead_letters table in the same MySQL transaction); one that
-fails again moves to `severe` (its new error in that table and a copy under severe/<shard>/).
+fails again moves to `severe` (its new error in that table, a copy under dlq/<shard>/severe/).
 `retry` holds the shard's writer lease: stop the writer of that shard first. A dead letter gives
 up ordering: later writes to the same rows were applied before it, and applying it now may
 overwrite them; run `revrepl validate --shard S` afterwards (docs/operations.md).";

@@ -10,7 +10,9 @@
 //! `revrepl_dead_letters` (one row per retried letter): `applied`, written in the same MySQL
 //! transaction as the letter's changes, so that a crash at any point applies a letter at most
 //! once and a retry after it goes on with the next; or `severe`, with the error it met again
-//! (a copy of the letter with that error is also written at `severe/<shard>/…` in the buffer).
+//! (a copy of the letter with that error is also written at `dlq/<shard>/severe/…` in the
+//! buffer: inside the shard's own directory, so no shard id needs reserving, and apart from the
+//! letters, whose second level is a window).
 //! A letter without a row is pending.
 //!
 //! [`retry`] applies a shard's pending letters in commit order through the writer's own apply
@@ -37,8 +39,9 @@ use crate::error::WriterError;
 /// Where dead letters are written in the buffer.
 pub const DEAD_LETTER_PREFIX: &str = "dlq/";
 
-/// Where copies of dead letters that failed again on retry are written, with the new error.
-pub const SEVERE_PREFIX: &str = "severe/";
+/// The directory, inside a shard's dead-letter directory, of copies of letters that failed
+/// again on retry, with the new error: `dlq/<shard>/severe/<window>/<file>.json`.
+pub const SEVERE_DIRECTORY: &str = "severe";
 
 /// How often a transient failure is tried while retrying dead letters, before the retry stops
 /// (what it applied stays applied; run it again later).
@@ -77,12 +80,20 @@ pub fn dead_letter_path(
     )
 }
 
-/// The path of the `severe/` copy of the dead letter at `path`.
+/// The path of the `severe` copy of the dead letter at `path`:
+/// `dlq/<shard>/<window>/<file>` → `dlq/<shard>/severe/<window>/<file>`.
 pub fn severe_path(path: &str) -> String {
-    format!(
-        "{SEVERE_PREFIX}{}",
-        path.strip_prefix(DEAD_LETTER_PREFIX).unwrap_or(path)
-    )
+    let rest = path.strip_prefix(DEAD_LETTER_PREFIX).unwrap_or(path);
+    match rest.split_once('/') {
+        Some((shard, rest)) => format!("{DEAD_LETTER_PREFIX}{shard}/{SEVERE_DIRECTORY}/{rest}"),
+        None => format!("{DEAD_LETTER_PREFIX}{SEVERE_DIRECTORY}/{rest}"),
+    }
+}
+
+/// Whether `path` is a dead letter (`dlq/<shard>/<window>/<file>.json`), not a `severe` copy.
+fn is_letter(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts.len() == 4 && parts[2] != SEVERE_DIRECTORY && path.ends_with(".json")
 }
 
 /// The object (path and bytes) that sets `transaction` of `shard`, read from window file
@@ -167,7 +178,7 @@ pub async fn read_all(
     };
     let mut letters = Vec::new();
     for path in buffer.list(&prefix).await? {
-        if !path.ends_with(".json") {
+        if !is_letter(&path) {
             continue;
         }
         // Listed, so present; gone only if someone removed it meanwhile.
@@ -354,7 +365,7 @@ pub enum LetterState {
     Pending,
     /// Applied by a retry.
     Applied,
-    /// Failed again on retry; its new error is in the ledger and in `severe/`.
+    /// Failed again on retry; its new error is in the ledger and in its `severe` copy.
     Severe,
     /// The shard's ledger could not be read.
     Unknown,
@@ -569,7 +580,7 @@ async fn read_ledger(config: crate::apply::ApplierConfig) -> Result<ledger::Ledg
 
 /// Applies the pending dead letters of the chosen shards again, each shard's in commit order,
 /// each exactly once; a letter that fails again with a definite error moves to `severe`
-/// (ledger row and a copy under `severe/` with the new error) and the retry goes on with the
+/// (ledger row and a copy under `dlq/<shard>/severe/` with the new error) and the retry goes on with the
 /// next. Holds each shard's writer lease meanwhile: refused while a writer of the run applies
 /// the shard. `progress` sees one line per letter.
 pub async fn retry(
@@ -725,7 +736,7 @@ async fn retry_shard(
     outcome
 }
 
-/// Writes the `severe/` copy of `letter` with the error it met again (kept if one exists).
+/// Writes the `severe` copy of `letter` with the error it met again (kept if one exists).
 async fn write_severe(
     buffer: &dyn BufferStore,
     letter: &DeadLetter,
@@ -809,7 +820,12 @@ mod tests {
         let (path, bytes) = encode(&shard, window, &transaction(), "s1/f.txt", &error);
         assert!(path.starts_with("dlq/s1/"), "{path}");
         assert!(path.ends_with("-tx_1.json"), "{path}");
-        assert_eq!(severe_path(&path), format!("severe/{}", &path[4..]));
+        assert_eq!(severe_path(&path), format!("dlq/s1/severe/{}", &path[7..]));
+        assert!(is_letter(&path));
+        assert!(
+            !is_letter(&severe_path(&path)),
+            "a severe copy is not a letter"
+        );
         let letter = decode("buf", &path, &bytes).expect("decodes");
         assert_eq!(letter.shard, shard);
         assert_eq!(letter.transaction.len(), 2);
