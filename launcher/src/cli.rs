@@ -29,8 +29,8 @@ Examples:
   revrepl init --config revrepl.toml --verify-only     create nothing, only check
   revrepl init --config revrepl.toml --retention 3d --value-capture-type NEW_ROW
 
-Checks, in order: the shards file, the session file, routing (and the plugin), every shard's
-password, every MySQL shard (reachable, @@read_only = 0, SELECT/INSERT/UPDATE/DELETE/CREATE on
+Checks, in order: the shards file, the session file, the schema overrides, routing (and the
+plugin), every shard's password (and certificate files), every MySQL shard (reachable, @@read_only = 0, SELECT/INSERT/UPDATE/DELETE/CREATE on
 its database), the buffer (writes and reads a probe object under revrepl-probe/), the change
 stream (created if missing, otherwise its options are verified), the metadata store (a Spanner
 metadata database and the tables are created if missing). Every problem is reported with what to fix; the exit code is 1 if any check
