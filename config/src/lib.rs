@@ -110,11 +110,15 @@ fn known_keys() -> KnownKeys {
         run_id: String::new(),
         shards_file: PathBuf::new(),
         session_file: None,
+        schema_overrides_file: None,
+        table_overrides: None,
+        column_overrides: None,
         spanner: SpannerConfig {
             database: String::new(),
             change_stream: String::new(),
             endpoint: None,
             admin_endpoint: None,
+            priority: SpannerPriority::default(),
         },
         buffer: BufferConfig::default(),
         metadata: MetadataConfig::default(),
@@ -153,6 +157,20 @@ pub struct Config {
     /// The Spanner Migration Tool session file; without it, tables and columns map by name.
     #[serde(default)]
     pub session_file: Option<PathBuf>,
+    /// Schema overrides without a session file (the reference's `schemaOverridesFilePath`): a
+    /// JSON file `{"renamedTables": {"src": "Spanner"}, "renamedColumns": {"src": {"col":
+    /// "Col"}}}`. Only one of `session_file`, this, or the inline overrides.
+    #[serde(default)]
+    pub schema_overrides_file: Option<PathBuf>,
+    /// Table renames, source → Spanner (the reference's `tableOverrides`): its text
+    /// `"[{src, Spanner}, …]"` or a table `{ src = "Spanner" }`.
+    #[serde(default)]
+    pub table_overrides: Option<TableOverrides>,
+    /// Column renames per source table, source → Spanner (the reference's
+    /// `columnOverrides`): its text `"[{src.col, src.Col}, …]"` or a table
+    /// `{ src = { col = "Col" } }`.
+    #[serde(default)]
+    pub column_overrides: Option<ColumnOverrides>,
     /// The source database and its change stream.
     pub spanner: SpannerConfig,
     /// Where window files go.
@@ -188,6 +206,46 @@ pub struct SpannerConfig {
     /// port, e.g. `http://127.0.0.1:9020`.
     #[serde(default)]
     pub admin_endpoint: Option<String>,
+    /// Priority of revrepl's requests to this database — change-stream queries, row look-ups
+    /// before deletes, `revrepl validate`'s reads: `low`, `medium` or `high` (default, as
+    /// Spanner and the reference's `spannerPriority`). `low` keeps replication from competing
+    /// with the application for CPU.
+    #[serde(default)]
+    pub priority: SpannerPriority,
+}
+
+/// `spanner.priority`: Spanner's request priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpannerPriority {
+    /// `PRIORITY_LOW`.
+    Low,
+    /// `PRIORITY_MEDIUM`.
+    Medium,
+    /// `PRIORITY_HIGH` (Spanner's default).
+    #[default]
+    High,
+}
+
+/// `table_overrides`: the reference's text or a TOML table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum TableOverrides {
+    /// `"[{SourceTable, SpannerTable}, …]"`, as the reference's `tableOverrides`.
+    Text(String),
+    /// `{ SourceTable = "SpannerTable" }`.
+    Map(std::collections::BTreeMap<String, String>),
+}
+
+/// `column_overrides`: the reference's text or a TOML table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ColumnOverrides {
+    /// `"[{SourceTable.column, SourceTable.SpannerColumn}, …]"`, as the reference's
+    /// `columnOverrides`.
+    Text(String),
+    /// `{ SourceTable = { column = "SpannerColumn" } }`.
+    Map(std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>),
 }
 
 /// The buffer between reader and writer.
@@ -422,6 +480,14 @@ pub struct WriterConfig {
     /// Use TLS with the system's root certificates even without `tls_ca_file`.
     #[serde(default)]
     pub tls: bool,
+    /// Client certificate (PEM, may hold the chain) presented to every shard for mutual TLS,
+    /// with `tls_client_key_file`; enables TLS. A shard's `sslCert`/`sslKey` connection
+    /// properties replace it.
+    #[serde(default)]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of `tls_client_cert_file`.
+    #[serde(default)]
+    pub tls_client_key_file: Option<PathBuf>,
     /// A decimal with more fractional digits than its `DECIMAL` column: `round` (default;
     /// half away from zero, as MySQL does) or `error`.
     #[serde(default)]
@@ -486,6 +552,8 @@ impl Default for WriterConfig {
             ignore_columns: Vec::new(),
             tls_ca_file: None,
             tls: false,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
             decimal_overflow: DecimalOverflow::default(),
             array_text: ArrayText::default(),
             strict_line_shard: false,
@@ -659,7 +727,34 @@ impl Config {
                 .unwrap_or_else(|_| figment::value::Value::from(value.to_string()));
             figment = figment.merge(Serialized::default(key.trim(), value));
         }
-        Ok(figment.extract()?)
+        let config: Self = figment.extract()?;
+        config.check_schema_sources()?;
+        Ok(config)
+    }
+
+    /// Only one way to map the schema: a session file, an overrides file, or the inline
+    /// overrides (as the reference allows only one).
+    fn check_schema_sources(&self) -> Result<(), ConfigError> {
+        let inline = self.table_overrides.is_some() || self.column_overrides.is_some();
+        let conflict = match (
+            self.session_file.is_some(),
+            self.schema_overrides_file.is_some(),
+            inline,
+        ) {
+            (true, true, _) => Some("session_file and schema_overrides_file"),
+            (true, false, true) => Some("session_file and table_overrides/column_overrides"),
+            (false, true, true) => {
+                Some("schema_overrides_file and table_overrides/column_overrides")
+            }
+            _ => None,
+        };
+        match conflict {
+            Some(both) => Err(ConfigError::Invalid(format!(
+                "{both} are both set: the schema mapping comes from exactly one of them (a \
+                 session file already holds every rename); remove one"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -689,6 +784,49 @@ change_stream = "revrepl_stream"
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
         Config::load(Some(Path::new("revrepl.toml")), &overrides)
+    }
+
+    #[test]
+    fn schema_overrides_come_as_text_or_tables_and_exclude_a_session_file() {
+        Jail::expect_with(|jail| {
+            let text = r#"
+run_id = "run1"
+shards_file = "shards.json"
+table_overrides = "[{a, A}]"
+column_overrides = { a = { x = "X" } }
+[spanner]
+database = "projects/p/instances/i/databases/d"
+change_stream = "revrepl_stream"
+"#;
+            let config = load_in(jail, text, &[]).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.table_overrides,
+                Some(TableOverrides::Text("[{a, A}]".into()))
+            );
+            let Some(ColumnOverrides::Map(columns)) = &config.column_overrides else {
+                return Err(format!("{:?}", config.column_overrides).into());
+            };
+            assert_eq!(columns["a"]["x"], "X");
+            let error = load_in(jail, text, &["session_file=s.json"])
+                .expect_err("both")
+                .to_string();
+            assert!(
+                error.contains("session_file and table_overrides/column_overrides are both set"),
+                "{error}"
+            );
+            let error = load_in(
+                jail,
+                MINIMAL,
+                &["schema_overrides_file=o.json", "session_file=s.json"],
+            )
+            .expect_err("both")
+            .to_string();
+            assert!(
+                error.contains("session_file and schema_overrides_file"),
+                "{error}"
+            );
+            Ok(())
+        });
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `revrepl` command (DESIGN §1, §7, §9): what an operator runs around the reader and the
 //! writer.
 //!
-//! - [`cli`]: the command line (`init`, `run`, `status`, `reprocess`, `validate`, `demo`;
+//! - [`cli`]: the command line (`init`, `run`, `status`, `reprocess`, `validate`, `dlq`, `demo`;
 //!   global `--config`, `--set`, `--run-id`).
 //! - [`init`]: checks the configuration and every service, creates the change stream and the
 //!   metadata tables.
@@ -10,6 +10,7 @@
 //! - [`validate`]: compares MySQL shards with Spanner, row by row, in bounded memory.
 //! - [`run`](mod@run): runs the reader and the writer as supervised child processes
 //!   ([`supervise`]) with live [`progress`].
+//! - [`dlq`]: lists, shows and retries the writer's dead letters.
 //! - [`demo`]: the whole pipeline on local services, start to finish.
 //! - [`mysql`], [`spanner`], [`store`]: how the launcher reaches the shards, the source
 //!   database and the metadata store.
@@ -20,6 +21,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod dlq;
 pub mod drain;
 pub mod error;
 pub mod init;
@@ -147,6 +149,7 @@ pub async fn run(cli: Cli) -> Result<u8, LauncherError> {
             );
             Ok(0)
         }
+        Command::Dlq(command) => dlq::command(&config, command).await,
         Command::Validate(args) => {
             let options = validate_options(&config, &args)?;
             let report = validate::validate(&config, &options).await?;

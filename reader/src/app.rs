@@ -158,9 +158,12 @@ pub async fn run(
             &database.database,
             &config.spanner.change_stream,
             config.reader.heartbeat_interval(),
-        )?;
-        let assigner = ShardAssigner::new(router, shards.iter().cloned())
-            .with_row_lookup(SpannerRowLookup::new(client, &database.database));
+        )?
+        .with_priority(config.spanner.priority);
+        let assigner = ShardAssigner::new(router, shards.iter().cloned()).with_row_lookup(
+            SpannerRowLookup::new(client, &database.database)
+                .with_priority(config.spanner.priority),
+        );
         let mut settings = PipelineSettings {
             run_id: run_id.clone(),
             window,

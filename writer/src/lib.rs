@@ -16,6 +16,8 @@
 //! - [`checkpoint`]: the `revrepl_checkpoint` row in each shard.
 //! - [`apply`]: [`ShardApplier`], which applies a batch and the checkpoint in one MySQL
 //!   transaction.
+//! - [`dead_letter`]: transactions set aside under `writer.dead_letter`, their ledger in each
+//!   shard, and retrying them (`revrepl dlq`).
 //! - [`error`]: [`WriterError`] and the MySQL error classes.
 //!
 //! ```no_run
@@ -45,6 +47,7 @@ pub mod batch;
 mod careful;
 pub mod checkpoint;
 pub mod convert;
+pub mod dead_letter;
 pub mod error;
 pub mod mapping;
 mod placement;
@@ -55,7 +58,8 @@ pub mod statement;
 pub mod telemetry;
 
 pub use apply::{
-    ApplierConfig, ApplyOutcome, BatchPlanner, PlannedBatch, ShardApplier, shard_connection_options,
+    ApplierConfig, ApplyOutcome, BatchPlanner, DeadLetterApply, PlannedBatch, ShardApplier,
+    shard_connection_options,
 };
 pub use batch::{BatchLimits, CommitPosition, SpannerTransaction, batches};
 pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint};

@@ -611,20 +611,7 @@ impl ShardContext {
         error: &WriterError,
         cancel: &CancellationToken,
     ) -> Result<(), WriterError> {
-        let name = format!(
-            "dlq/{shard}/{}-{}/{}-{}.json",
-            window.start().to_rfc3339_millis(),
-            window.end().to_rfc3339_millis(),
-            transaction.commit_timestamp().to_rfc3339(),
-            sanitize(transaction.server_transaction_id()),
-        );
-        let body = serde_json::json!({
-            "shard": shard.as_str(),
-            "file": path,
-            "error": error.to_string(),
-            "records": transaction.records(),
-        });
-        let bytes = bytes::Bytes::from(body.to_string());
+        let (name, bytes) = crate::dead_letter::encode(shard, window, transaction, path, error);
         let written = self
             .retrying(shard, "writing a dead letter", cancel, || async {
                 Ok(self.buffer.put_if_absent(&name, bytes.clone()).await?)
@@ -704,19 +691,6 @@ impl ShardContext {
             );
         }
     }
-}
-
-/// Keeps a transaction id usable as part of an object name.
-fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '=' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Decodes a window file, checks that every record belongs to the shard and the window

@@ -29,7 +29,6 @@ use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hasher};
 use std::time::Duration;
 
-use google_cloud_spanner::statement::Statement;
 use google_cloud_spanner::value::{Kind, Value as SpannerValue};
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
@@ -219,6 +218,7 @@ pub async fn validate(
         .as_deref()
         .map(|path| (path, config.routing.plugin_params.as_str()));
     let router = choose_router(&shards_file, session.clone(), plugin)?;
+    let overrides = revrepl_writer::app::schema_overrides(config)?;
     let all_shards: BTreeSet<ShardId> = shards_file.shard_ids().cloned().collect();
     for name in &options.shards {
         if !all_shards.iter().any(|s| s.as_str() == name) {
@@ -298,6 +298,10 @@ pub async fn validate(
                 "exists only in Spanner (no source table in the session file)".into(),
             ));
             continue;
+        };
+        let mapping = match &overrides {
+            Some(overrides) => plan::with_overrides(mapping, overrides),
+            None => mapping,
         };
         let context = TableContext {
             database: &database,
@@ -659,7 +663,7 @@ async fn scan_spanner(
         .client
         .single_use()
         .build()
-        .execute_query(Statement::builder(sql).build())
+        .execute_query(database.data_statement(sql))
         .await
         .map_err(|e| database.error(&operation, &e))?;
     let now = Timestamp::from(chrono::Utc::now());
