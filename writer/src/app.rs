@@ -477,7 +477,7 @@ async fn wait_for_run(
 
 /// Why waiting at `now` for an unrecorded run cannot lead to applying anything up to `until`,
 /// if so: the configured `reader.start_timestamp` is after `until`, or none is configured (a
-/// reader started now starts the run now) and `until` passed more than [`UNTIL_GRACE`] ago.
+/// reader started now starts the run now) and `until` passed more than `UNTIL_GRACE` ago.
 pub fn pointless_wait(
     until: Timestamp,
     configured_start: Option<Timestamp>,

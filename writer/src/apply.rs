@@ -27,7 +27,7 @@
 //! itself when the plan does not fit what the checkpoint leaves to apply.
 //!
 //! Every connection runs with `time_zone = '+00:00'` (for `timestamp` columns, see
-//! [`crate::convert`]), strict SQL mode (no silent truncation), `NO_AUTO_VALUE_ON_ZERO` (a key 0
+//! [`crate::convert`](mod@crate::convert)), strict SQL mode (no silent truncation), `NO_AUTO_VALUE_ON_ZERO` (a key 0
 //! stays 0) and foreign-key checks on.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,7 +7,7 @@
 //!   session file), with Spanner types when known.
 //! - [`schema`]: a shard's target schema from `information_schema`: column types, primary
 //!   keys, foreign keys.
-//! - [`convert`]: change-stream JSON values → MySQL values by column type, with the source
+//! - [`convert`](mod@convert): change-stream JSON values → MySQL values by column type, with the source
 //!   time zone.
 //! - [`batch`]: Spanner transactions grouped from window-file records, commit positions, and
 //!   size-limited batches of whole transactions.
