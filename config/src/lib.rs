@@ -110,11 +110,15 @@ fn known_keys() -> KnownKeys {
         run_id: String::new(),
         shards_file: PathBuf::new(),
         session_file: None,
+        schema_overrides_file: None,
+        table_overrides: None,
+        column_overrides: None,
         spanner: SpannerConfig {
             database: String::new(),
             change_stream: String::new(),
             endpoint: None,
             admin_endpoint: None,
+            priority: SpannerPriority::default(),
         },
         buffer: BufferConfig::default(),
         metadata: MetadataConfig::default(),
@@ -153,6 +157,20 @@ pub struct Config {
     /// The Spanner Migration Tool session file; without it, tables and columns map by name.
     #[serde(default)]
     pub session_file: Option<PathBuf>,
+    /// Schema overrides without a session file (the reference's `schemaOverridesFilePath`): a
+    /// JSON file `{"renamedTables": {"src": "Spanner"}, "renamedColumns": {"src": {"col":
+    /// "Col"}}}`. Only one of `session_file`, this, or the inline overrides.
+    #[serde(default)]
+    pub schema_overrides_file: Option<PathBuf>,
+    /// Table renames, source → Spanner (the reference's `tableOverrides`): its text
+    /// `"[{src, Spanner}, …]"` or a table `{ src = "Spanner" }`.
+    #[serde(default)]
+    pub table_overrides: Option<TableOverrides>,
+    /// Column renames per source table, source → Spanner (the reference's
+    /// `columnOverrides`): its text `"[{src.col, src.Col}, …]"` or a table
+    /// `{ src = { col = "Col" } }`.
+    #[serde(default)]
+    pub column_overrides: Option<ColumnOverrides>,
     /// The source database and its change stream.
     pub spanner: SpannerConfig,
     /// Where window files go.
@@ -188,6 +206,46 @@ pub struct SpannerConfig {
     /// port, e.g. `http://127.0.0.1:9020`.
     #[serde(default)]
     pub admin_endpoint: Option<String>,
+    /// Priority of revrepl's requests to this database — change-stream queries, row look-ups
+    /// before deletes, `revrepl validate`'s reads: `low`, `medium` or `high` (default, as
+    /// Spanner and the reference's `spannerPriority`). `low` keeps replication from competing
+    /// with the application for CPU.
+    #[serde(default)]
+    pub priority: SpannerPriority,
+}
+
+/// `spanner.priority`: Spanner's request priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpannerPriority {
+    /// `PRIORITY_LOW`.
+    Low,
+    /// `PRIORITY_MEDIUM`.
+    Medium,
+    /// `PRIORITY_HIGH` (Spanner's default).
+    #[default]
+    High,
+}
+
+/// `table_overrides`: the reference's text or a TOML table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum TableOverrides {
+    /// `"[{SourceTable, SpannerTable}, …]"`, as the reference's `tableOverrides`.
+    Text(String),
+    /// `{ SourceTable = "SpannerTable" }`.
+    Map(std::collections::BTreeMap<String, String>),
+}
+
+/// `column_overrides`: the reference's text or a TOML table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ColumnOverrides {
+    /// `"[{SourceTable.column, SourceTable.SpannerColumn}, …]"`, as the reference's
+    /// `columnOverrides`.
+    Text(String),
+    /// `{ SourceTable = { column = "SpannerColumn" } }`.
+    Map(std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>),
 }
 
 /// The buffer between reader and writer.
@@ -324,9 +382,10 @@ pub struct ReaderConfig {
     /// Where a regular run starts (RFC 3339); now when absent.
     #[serde(default)]
     pub start_timestamp: Option<String>,
-    /// Heartbeat interval asked of Spanner (1 s–300 s).
-    #[serde(default = "default_heartbeat", with = "duration_text")]
-    pub heartbeat: Duration,
+    /// Heartbeat interval asked of Spanner (1 s–300 s). Unset: a tenth of the window, at
+    /// least 1 s and at most 10 s (see [`ReaderConfig::heartbeat_interval`]).
+    #[serde(default, with = "optional_duration_text")]
+    pub heartbeat: Option<Duration>,
     /// Forward-migration filtering.
     #[serde(default)]
     pub filtration: Filtration,
@@ -348,10 +407,6 @@ pub struct ReaderConfig {
     pub exclude_tables: Vec<String>,
 }
 
-fn default_heartbeat() -> Duration {
-    Duration::from_secs(2)
-}
-
 fn default_max_ahead() -> Duration {
     Duration::from_secs(300)
 }
@@ -364,12 +419,25 @@ fn yes() -> bool {
     true
 }
 
+impl ReaderConfig {
+    /// The heartbeat asked of Spanner: `heartbeat` when set, otherwise a tenth of the window
+    /// between 1 s and 10 s. An idle partition moves the low watermark only at its heartbeats,
+    /// so a window is finalized up to one heartbeat after it ends: short windows get the
+    /// shortest heartbeat Spanner allows (1 s), long ones fewer heartbeat records.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat.unwrap_or_else(|| {
+            (Duration::from_secs(u64::from(self.window.seconds())) / 10)
+                .clamp(Duration::from_secs(1), Duration::from_secs(10))
+        })
+    }
+}
+
 impl Default for ReaderConfig {
     fn default() -> Self {
         Self {
             window: WindowDuration::default(),
             start_timestamp: None,
-            heartbeat: default_heartbeat(),
+            heartbeat: None,
             filtration: Filtration::default(),
             keep_system_transactions: true,
             max_ahead: default_max_ahead(),
@@ -394,7 +462,9 @@ pub struct WriterConfig {
     /// Most bytes of records in one MySQL transaction.
     #[serde(default = "default_batch_bytes")]
     pub batch_max_bytes: usize,
-    /// How often a shard that caught up with the reader looks for new windows.
+    /// How often the writer reads how far the reader got (one query for all its shards), to
+    /// start a shard's next window as soon as it is created. Short by default: a new window
+    /// is noticed within this time.
     #[serde(default = "default_poll_interval", with = "duration_text")]
     pub poll_interval: Duration,
     /// On a definite error, write the failing transaction and its error to `dlq/<shard>/` in
@@ -410,6 +480,14 @@ pub struct WriterConfig {
     /// Use TLS with the system's root certificates even without `tls_ca_file`.
     #[serde(default)]
     pub tls: bool,
+    /// Client certificate (PEM, may hold the chain) presented to every shard for mutual TLS,
+    /// with `tls_client_key_file`; enables TLS. A shard's `sslCert`/`sslKey` connection
+    /// properties replace it.
+    #[serde(default)]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of `tls_client_cert_file`.
+    #[serde(default)]
+    pub tls_client_key_file: Option<PathBuf>,
     /// A decimal with more fractional digits than its `DECIMAL` column: `round` (default;
     /// half away from zero, as MySQL does) or `error`.
     #[serde(default)]
@@ -460,7 +538,7 @@ fn default_batch_bytes() -> usize {
 }
 
 fn default_poll_interval() -> Duration {
-    Duration::from_secs(1)
+    Duration::from_millis(200)
 }
 
 impl Default for WriterConfig {
@@ -474,6 +552,8 @@ impl Default for WriterConfig {
             ignore_columns: Vec::new(),
             tls_ca_file: None,
             tls: false,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
             decimal_overflow: DecimalOverflow::default(),
             array_text: ArrayText::default(),
             strict_line_shard: false,
@@ -495,6 +575,28 @@ mod duration_text {
         humantime::parse_duration(&text).map_err(|e| {
             serde::de::Error::custom(format!("{text:?} is not a duration like 2s or 5m: {e}"))
         })
+    }
+}
+
+mod optional_duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => super::duration_text::serialize(value, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration_text::deserialize(deserializer).map(Some)
     }
 }
 
@@ -625,7 +727,34 @@ impl Config {
                 .unwrap_or_else(|_| figment::value::Value::from(value.to_string()));
             figment = figment.merge(Serialized::default(key.trim(), value));
         }
-        Ok(figment.extract()?)
+        let config: Self = figment.extract()?;
+        config.check_schema_sources()?;
+        Ok(config)
+    }
+
+    /// Only one way to map the schema: a session file, an overrides file, or the inline
+    /// overrides (as the reference allows only one).
+    fn check_schema_sources(&self) -> Result<(), ConfigError> {
+        let inline = self.table_overrides.is_some() || self.column_overrides.is_some();
+        let conflict = match (
+            self.session_file.is_some(),
+            self.schema_overrides_file.is_some(),
+            inline,
+        ) {
+            (true, true, _) => Some("session_file and schema_overrides_file"),
+            (true, false, true) => Some("session_file and table_overrides/column_overrides"),
+            (false, true, true) => {
+                Some("schema_overrides_file and table_overrides/column_overrides")
+            }
+            _ => None,
+        };
+        match conflict {
+            Some(both) => Err(ConfigError::Invalid(format!(
+                "{both} are both set: the schema mapping comes from exactly one of them (a \
+                 session file already holds every rename); remove one"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -658,17 +787,77 @@ change_stream = "revrepl_stream"
     }
 
     #[test]
+    fn schema_overrides_come_as_text_or_tables_and_exclude_a_session_file() {
+        Jail::expect_with(|jail| {
+            let text = r#"
+run_id = "run1"
+shards_file = "shards.json"
+table_overrides = "[{a, A}]"
+column_overrides = { a = { x = "X" } }
+[spanner]
+database = "projects/p/instances/i/databases/d"
+change_stream = "revrepl_stream"
+"#;
+            let config = load_in(jail, text, &[]).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.table_overrides,
+                Some(TableOverrides::Text("[{a, A}]".into()))
+            );
+            let Some(ColumnOverrides::Map(columns)) = &config.column_overrides else {
+                return Err(format!("{:?}", config.column_overrides).into());
+            };
+            assert_eq!(columns["a"]["x"], "X");
+            let error = load_in(jail, text, &["session_file=s.json"])
+                .expect_err("both")
+                .to_string();
+            assert!(
+                error.contains("session_file and table_overrides/column_overrides are both set"),
+                "{error}"
+            );
+            let error = load_in(
+                jail,
+                MINIMAL,
+                &["schema_overrides_file=o.json", "session_file=s.json"],
+            )
+            .expect_err("both")
+            .to_string();
+            assert!(
+                error.contains("session_file and schema_overrides_file"),
+                "{error}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn minimal_file_gets_defaults() {
         Jail::expect_with(|jail| {
             let config = load_in(jail, MINIMAL, &[]).map_err(|e| e.to_string())?;
             assert_eq!(config.run_id, "run1");
             assert_eq!(config.reader.window.to_string(), "10s");
-            assert_eq!(config.reader.heartbeat, Duration::from_secs(2));
+            assert_eq!(config.reader.heartbeat, None);
+            assert_eq!(config.reader.heartbeat_interval(), Duration::from_secs(1));
+            assert_eq!(config.writer.poll_interval, Duration::from_millis(200));
             assert_eq!(config.metadata.store, MetadataKind::Sqlite);
             assert_eq!(config.buffer.url, "revrepl-buffer");
             assert!(config.reader.keep_system_transactions);
             Ok(())
         });
+    }
+
+    #[test]
+    fn an_unset_heartbeat_is_a_tenth_of_the_window_between_1_and_10_seconds() {
+        let with_window = |seconds| ReaderConfig {
+            window: WindowDuration::from_seconds(seconds).expect("valid window"),
+            ..ReaderConfig::default()
+        };
+        assert_eq!(with_window(1).heartbeat_interval(), Duration::from_secs(1));
+        assert_eq!(with_window(10).heartbeat_interval(), Duration::from_secs(1));
+        assert_eq!(with_window(60).heartbeat_interval(), Duration::from_secs(6));
+        assert_eq!(
+            with_window(3600).heartbeat_interval(),
+            Duration::from_secs(10)
+        );
     }
 
     #[test]
@@ -681,7 +870,8 @@ change_stream = "revrepl_stream"
                 .map_err(|e| e.to_string())?;
             assert_eq!(config.reader.window.to_string(), "1m");
             assert_eq!(config.run_id, "from-flag");
-            assert_eq!(config.reader.heartbeat, Duration::from_secs(5));
+            assert_eq!(config.reader.heartbeat, Some(Duration::from_secs(5)));
+            assert_eq!(config.reader.heartbeat_interval(), Duration::from_secs(5));
             assert_eq!(config.metadata.store, MetadataKind::Spanner);
             Ok(())
         });

@@ -14,12 +14,14 @@ Examples:
   revrepl validate --config revrepl.toml          compare MySQL with Spanner
   revrepl run --config revrepl.toml --reader-mode regular --writer-mode regular
   revrepl drain --config revrepl.toml --until now wait until MySQL has every change (cut back)
+  revrepl dlq list --config revrepl.toml          transactions set aside (writer.dead_letter)
+  revrepl dlq retry --config revrepl.toml --shard ls1   apply them again once the cause is fixed
   revrepl demo                                    the whole pipeline on local services
 
 The reader and the writer are their own programs (revrepl-reader, revrepl-writer) with the
 same configuration file; `revrepl run` runs both and restarts them when they crash. Exit codes:
-0 ok, 1 failed, 2 bad configuration or usage, 3 a shard is in ERROR (status, run), 4
-differences found (validate, demo).";
+0 ok, 1 failed (dlq retry: letters failed again), 2 bad configuration or usage, 3 a shard is in
+ERROR (status, run), 4 differences found (validate, demo).";
 
 const INIT_EXAMPLES: &str = "\
 Examples:
@@ -27,8 +29,8 @@ Examples:
   revrepl init --config revrepl.toml --verify-only     create nothing, only check
   revrepl init --config revrepl.toml --retention 3d --value-capture-type NEW_ROW
 
-Checks, in order: the shards file, the session file, routing (and the plugin), every shard's
-password, every MySQL shard (reachable, @@read_only = 0, SELECT/INSERT/UPDATE/DELETE/CREATE on
+Checks, in order: the shards file, the session file, the schema overrides, routing (and the
+plugin), every shard's password (and certificate files), every MySQL shard (reachable, @@read_only = 0, SELECT/INSERT/UPDATE/DELETE/CREATE on
 its database), the buffer (writes and reads a probe object under revrepl-probe/), the change
 stream (created if missing, otherwise its options are verified), the metadata store (a Spanner
 metadata database and the tables are created if missing). Every problem is reported with what to fix; the exit code is 1 if any check
@@ -112,6 +114,21 @@ time, read from the database), printing which shards are still behind and by how
 has drained once the window holding --until is applied. Exit codes: 0 every shard drained, 3 a
 shard is in ERROR, 1 --timeout passed first.";
 
+const DLQ_EXAMPLES: &str = "\
+Examples:
+  revrepl dlq list --config revrepl.toml                 per shard: counts, first/last commit, causes
+  revrepl dlq show --config revrepl.toml --shard ls1     every letter: commit, error, tables and keys
+  revrepl dlq retry --config revrepl.toml --shard ls1    after fixing the cause: apply them again
+
+With writer.dead_letter = true the writer sets a transaction that fails because of its content
+(a value that does not fit, a constraint) aside in dlq/<shard>/ of the buffer and goes on. Once
+the cause is fixed, `retry` applies a shard's pending letters in commit order, each exactly once
+(recorded in the shard's revrepl_dead_letters table in the same MySQL transaction); one that
+fails again moves to `severe` (its new error in that table, a copy under dlq/<shard>/severe/).
+`retry` holds the shard's writer lease: stop the writer of that shard first. A dead letter gives
+up ordering: later writes to the same rows were applied before it, and applying it now may
+overwrite them; run `revrepl validate --shard S` afterwards (docs/operations.md).";
+
 const DEMO_EXAMPLES: &str = "\
 Examples:
   make demo                       build, then run this
@@ -182,6 +199,9 @@ pub enum Command {
     /// Wait until every shard has applied everything committed up to a time (cut back).
     #[command(after_help = DRAIN_EXAMPLES)]
     Drain(DrainArgs),
+    /// List, show and retry the transactions the writer set aside (`writer.dead_letter`).
+    #[command(subcommand, after_help = DLQ_EXAMPLES)]
+    Dlq(DlqCommand),
     /// Demonstrate the whole pipeline on local services (Spanner emulator, two MariaDB shards).
     #[command(after_help = DEMO_EXAMPLES)]
     Demo(DemoArgs),
@@ -294,6 +314,58 @@ pub struct RunArgs {
     /// How to show progress.
     #[arg(long, value_enum, default_value = "auto", value_name = "STYLE")]
     pub progress: ProgressStyle,
+}
+
+/// `revrepl dlq …`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Per shard: dead letters pending, severe and applied, first and last commit time, and
+    /// the errors grouped by cause.
+    #[command(after_help = DLQ_EXAMPLES)]
+    List(DlqListArgs),
+    /// Every dead letter: its state, commit, window file, error and the tables and keys it
+    /// changes (never values).
+    #[command(after_help = DLQ_EXAMPLES)]
+    Show(DlqShowArgs),
+    /// Apply a shard's pending dead letters again, in commit order, each exactly once.
+    #[command(after_help = DLQ_EXAMPLES)]
+    Retry(DlqRetryArgs),
+}
+
+/// `revrepl dlq list`.
+#[derive(Debug, Clone, Args)]
+pub struct DlqListArgs {
+    /// Only these shards (comma-separated or repeated).
+    #[arg(long = "shard", value_delimiter = ',', value_name = "SHARD")]
+    pub shards: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `revrepl dlq show`.
+#[derive(Debug, Clone, Args)]
+pub struct DlqShowArgs {
+    /// Only these shards (comma-separated or repeated).
+    #[arg(long = "shard", value_delimiter = ',', value_name = "SHARD")]
+    pub shards: Vec<String>,
+    /// Also the letters already applied by a retry.
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `revrepl dlq retry`.
+#[derive(Debug, Clone, Args)]
+pub struct DlqRetryArgs {
+    /// Only these shards (comma-separated or repeated). Default: every shard with letters.
+    #[arg(long = "shard", value_delimiter = ',', value_name = "SHARD")]
+    pub shards: Vec<String>,
+    /// Also retry letters that failed again before (`severe`).
+    #[arg(long)]
+    pub include_severe: bool,
 }
 
 /// `revrepl demo`.
@@ -495,6 +567,27 @@ mod tests {
                 "{} --help has no examples",
                 sub.get_name()
             );
+        }
+    }
+
+    #[test]
+    fn dlq_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "revrepl",
+            "dlq",
+            "retry",
+            "--shard",
+            "a,b",
+            "--include-severe",
+        ])
+        .expect("parses");
+        let Command::Dlq(DlqCommand::Retry(args)) = cli.command else {
+            panic!("not dlq retry");
+        };
+        assert_eq!(args.shards, ["a", "b"]);
+        assert!(args.include_severe);
+        for sub in ["list", "show"] {
+            assert!(Cli::try_parse_from(["revrepl", "dlq", sub, "--json"]).is_ok());
         }
     }
 

@@ -57,9 +57,18 @@ pub enum LauncherError {
         /// What went wrong and what to do.
         message: String,
     },
+    /// Writer code used by the launcher (`revrepl dlq`) failed.
+    #[error(transparent)]
+    Writer(Box<revrepl_writer::WriterError>),
     /// A step of `revrepl demo` failed.
     #[error("demo: {0}")]
     Demo(String),
+}
+
+impl From<revrepl_writer::WriterError> for LauncherError {
+    fn from(error: revrepl_writer::WriterError) -> Self {
+        Self::Writer(Box::new(error))
+    }
 }
 
 impl LauncherError {
@@ -67,6 +76,11 @@ impl LauncherError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Config(_) | Self::Usage(_) => 2,
+            Self::Writer(error)
+                if matches!(**error, revrepl_writer::WriterError::Config { .. }) =>
+            {
+                2
+            }
             _ => 1,
         }
     }
@@ -80,6 +94,7 @@ impl Classify for LauncherError {
             Self::Routing(e) => e.class(),
             Self::Reader(e) => e.class(),
             Self::Buffer(e) => e.class(),
+            Self::Writer(e) => e.class(),
             Self::Usage(_) | Self::Process { .. } | Self::Demo(_) => ErrorClass::Fatal,
             Self::Spanner { .. } | Self::MySql { .. } => ErrorClass::Transient,
         }

@@ -118,6 +118,7 @@ pub async fn init(
     };
     let shards_file = check_shards_file(config, &mut out);
     let session = check_session(config, &mut out);
+    check_schema_overrides(config, &mut out);
     if let Some(session) = &session {
         let spanner_tables = list_spanner_tables(config, args.timeout).await;
         let plugin = config.routing.plugin.is_some();
@@ -191,6 +192,29 @@ fn check_session(config: &Config, out: &mut Reporter<'_>) -> Option<Arc<Session>
             );
             None
         }
+    }
+}
+
+/// The schema overrides (`schema_overrides_file`, `table_overrides`, `column_overrides`), when
+/// configured: readable, well formed, unambiguous.
+fn check_schema_overrides(config: &Config, out: &mut Reporter<'_>) {
+    let subject = match &config.schema_overrides_file {
+        Some(path) => format!("schema overrides file {}", path.display()),
+        None => "schema overrides (table_overrides, column_overrides)".to_string(),
+    };
+    match revrepl_writer::app::schema_overrides(config) {
+        Ok(None) => {}
+        Ok(Some(overrides)) => {
+            let columns: usize = overrides.renamed_columns().values().map(|c| c.len()).sum();
+            out.ok(
+                subject,
+                format!(
+                    "{} table(s) and {columns} column(s) renamed; everything else keeps its name",
+                    overrides.renamed_tables().len()
+                ),
+            );
+        }
+        Err(error) => out.fail(subject, format!("{error} ({})", error.fix())),
     }
 }
 
@@ -585,6 +609,50 @@ async fn create_metadata_database(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_overrides_are_checked_and_summarized() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("overrides.json");
+        let check = |text: &str| -> Vec<Check> {
+            std::fs::write(&file, text).expect("write");
+            let config = Config::load(
+                None,
+                &[
+                    "run_id=r".to_string(),
+                    "shards_file=s.json".to_string(),
+                    "spanner.database=projects/p/instances/i/databases/d".to_string(),
+                    "spanner.change_stream=c".to_string(),
+                    format!("schema_overrides_file={}", file.display()),
+                ],
+            )
+            .expect("configuration");
+            let mut seen = Vec::new();
+            let mut out = Reporter {
+                report: InitReport::default(),
+                on_check: &mut |check: &Check| seen.push(check.clone()),
+            };
+            check_schema_overrides(&config, &mut out);
+            drop(out);
+            seen
+        };
+        let good = check(r#"{"renamedTables": {"a": "A"}, "renamedColumns": {"a": {"x": "X"}}}"#);
+        assert_eq!(good.len(), 1);
+        assert_eq!(good[0].verdict, Verdict::Ok);
+        assert!(
+            good[0]
+                .detail
+                .starts_with("1 table(s) and 1 column(s) renamed"),
+            "{good:?}"
+        );
+        let bad = check(r#"{"renamedTables": {"a": "A", "b": "A"}}"#);
+        assert_eq!(bad[0].verdict, Verdict::Fail);
+        assert!(
+            bad[0].detail.contains("both renamed")
+                && bad[0].detail.contains("schema_overrides_file"),
+            "{bad:?}"
+        );
+    }
 
     /// `revrepl init` says, per table of the session file, whether it will be replicated,
     /// skipped (Spanner-only or unknown) or refused, and why.

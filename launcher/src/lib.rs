@@ -1,7 +1,7 @@
 //! The `revrepl` command (DESIGN §1, §7, §9): what an operator runs around the reader and the
 //! writer.
 //!
-//! - [`cli`]: the command line (`init`, `run`, `status`, `reprocess`, `validate`, `demo`;
+//! - [`cli`]: the command line (`init`, `run`, `status`, `reprocess`, `validate`, `dlq`, `demo`;
 //!   global `--config`, `--set`, `--run-id`).
 //! - [`init`]: checks the configuration and every service, creates the change stream and the
 //!   metadata tables.
@@ -11,6 +11,7 @@
 //!   at the exact point its checkpoint names; `--continuous` sampling with counters, `--repair`.
 //! - [`run`](mod@run): runs the reader and the writer as supervised child processes
 //!   ([`supervise`]) with live [`progress`].
+//! - [`dlq`]: lists, shows and retries the writer's dead letters.
 //! - [`demo`]: the whole pipeline on local services, start to finish.
 //! - [`mysql`], [`spanner`], [`store`]: how the launcher reaches the shards, the source
 //!   database and the metadata store.
@@ -21,6 +22,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod dlq;
 pub mod drain;
 pub mod error;
 pub mod init;
@@ -148,6 +150,7 @@ pub async fn run(cli: Cli) -> Result<u8, LauncherError> {
             );
             Ok(0)
         }
+        Command::Dlq(command) => dlq::command(&config, command).await,
         Command::Validate(args) if args.continuous => {
             let options = validate_options(&config, &args)?;
             validate_continuously(&config, &options, &args).await

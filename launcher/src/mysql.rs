@@ -16,20 +16,43 @@ use revrepl_shard_routing::{
 pub const WRITER_PRIVILEGES: [&str; 5] = ["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE"];
 
 /// TLS to the shards as the writer uses it: verified against `writer.tls_ca_file` when set,
-/// against the system roots when `writer.tls = true`, none otherwise.
+/// against the system roots when `writer.tls = true`, none otherwise; with the client
+/// certificate of `writer.tls_client_cert_file` / `writer.tls_client_key_file` (mutual TLS).
 pub fn tls_options(config: &Config) -> Result<Option<SslOpts>, String> {
     let writer = &config.writer;
-    match &writer.tls_ca_file {
-        Some(path) if !path.is_file() => Err(format!(
-            "writer.tls_ca_file: {} does not exist",
-            path.display()
-        )),
-        Some(path) => Ok(Some(
-            SslOpts::default().with_root_certs(vec![path.clone().into()]),
-        )),
-        None if writer.tls => Ok(Some(SslOpts::default())),
-        None => Ok(None),
-    }
+    let identity = match (&writer.tls_client_cert_file, &writer.tls_client_key_file) {
+        (Some(cert), Some(key)) => Some(revrepl_shard_routing::connection::client_identity(
+            ("writer.tls_client_cert_file", cert),
+            ("writer.tls_client_key_file", key),
+        )?),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(
+                "writer.tls_client_key_file: missing: writer.tls_client_cert_file \
+                        needs its private key"
+                    .into(),
+            );
+        }
+        (None, Some(_)) => {
+            return Err(
+                "writer.tls_client_cert_file: missing: writer.tls_client_key_file \
+                        needs its certificate"
+                    .into(),
+            );
+        }
+    };
+    let tls = match &writer.tls_ca_file {
+        Some(path) if !path.is_file() => {
+            return Err(format!(
+                "writer.tls_ca_file: {} does not exist",
+                path.display()
+            ));
+        }
+        Some(path) => Some(SslOpts::default().with_root_certs(vec![path.clone().into()])),
+        None if writer.tls || identity.is_some() => Some(SslOpts::default()),
+        None => None,
+    };
+    Ok(tls.map(|opts| opts.with_client_identity(identity)))
 }
 
 /// Connection options for a shard: host, port, user, password, database and TLS, as the

@@ -23,6 +23,15 @@ pub struct SourceDatabase {
     pub name: String,
     /// The data client.
     pub client: DatabaseClient,
+    /// The priority of reads of table data (`spanner.priority`).
+    pub priority: revrepl_config::SpannerPriority,
+}
+
+/// A statement reading table data with `priority`.
+fn data_statement(priority: revrepl_config::SpannerPriority, sql: impl Into<String>) -> Statement {
+    Statement::builder(sql)
+        .set_priority(revrepl_reader::spanner::request_priority(priority))
+        .build()
 }
 
 impl SourceDatabase {
@@ -42,7 +51,13 @@ impl SourceDatabase {
         Ok(Self {
             name: database.database,
             client,
+            priority: config.spanner.priority,
         })
+    }
+
+    /// A statement reading table data, with the configured priority (`spanner.priority`).
+    pub fn data_statement(&self, sql: impl Into<String>) -> Statement {
+        data_statement(self.priority, sql)
     }
 
     /// Runs a read-only query (single use, strong) and collects its rows.
@@ -247,6 +262,30 @@ pub async fn apply_ddl(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_of_table_data_carry_the_configured_priority() {
+        let config: revrepl_config::Config = toml_config("low");
+        let text = format!("{:?}", data_statement(config.spanner.priority, "SELECT 1"));
+        assert!(text.contains("priority: Low"), "{text}");
+        let config: revrepl_config::Config = toml_config("medium");
+        let text = format!("{:?}", data_statement(config.spanner.priority, "SELECT 1"));
+        assert!(text.contains("priority: Medium"), "{text}");
+    }
+
+    fn toml_config(priority: &str) -> revrepl_config::Config {
+        let overrides: Vec<String> = [
+            "run_id=r",
+            "shards_file=s.json",
+            "spanner.database=projects/p/instances/i/databases/d",
+            "spanner.change_stream=c",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .chain([format!("spanner.priority={priority}")])
+        .collect();
+        revrepl_config::Config::load(None, &overrides).expect("parses")
+    }
 
     #[test]
     fn the_stream_ddl_is_checked() {

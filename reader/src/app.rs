@@ -157,10 +157,13 @@ pub async fn run(
             client.clone(),
             &database.database,
             &config.spanner.change_stream,
-            config.reader.heartbeat,
-        )?;
-        let assigner = ShardAssigner::new(router, shards.iter().cloned())
-            .with_row_lookup(SpannerRowLookup::new(client, &database.database));
+            config.reader.heartbeat_interval(),
+        )?
+        .with_priority(config.spanner.priority);
+        let assigner = ShardAssigner::new(router, shards.iter().cloned()).with_row_lookup(
+            SpannerRowLookup::new(client, &database.database)
+                .with_priority(config.spanner.priority),
+        );
         let mut settings = PipelineSettings {
             run_id: run_id.clone(),
             window,

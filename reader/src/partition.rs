@@ -120,7 +120,7 @@ impl PartitionTracker {
     /// them, in a stable order (by start, then token).
     ///
     /// Then forgets finished partitions that nothing can name again, so memory stays flat over
-    /// weeks of partition churn (see [`PartitionTracker::forget_finished`]).
+    /// weeks of partition churn (see `PartitionTracker::forget_finished`).
     pub fn take_startable(&mut self) -> Vec<PartitionStart> {
         let ready: Vec<Token> = self
             .partitions

@@ -15,10 +15,12 @@ use futures::{StreamExt, stream};
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_spanner::client::{DatabaseClient, Spanner};
+use google_cloud_spanner::model::request_options::Priority;
 use google_cloud_spanner::statement::Statement;
 use google_cloud_spanner::transaction::TimestampBound;
 use google_cloud_spanner::types;
 use google_cloud_spanner::value::{Kind, Value};
+use revrepl_config::SpannerPriority;
 use revrepl_record::{ErrorClass, Timestamp};
 use revrepl_shard_routing::{RowLookup, RowLookupRequest, RowNeed};
 use serde_json::{Map, Value as Json};
@@ -269,6 +271,15 @@ fn query_error(location: &str, token: &Token, error: &google_cloud_spanner::Erro
     }
 }
 
+/// Spanner's request priority for `spanner.priority`.
+pub fn request_priority(priority: SpannerPriority) -> Priority {
+    match priority {
+        SpannerPriority::Low => Priority::Low,
+        SpannerPriority::Medium => Priority::Medium,
+        SpannerPriority::High => Priority::High,
+    }
+}
+
 /// Partition queries of one change stream.
 #[derive(Debug)]
 pub struct SpannerChangeStream {
@@ -276,6 +287,7 @@ pub struct SpannerChangeStream {
     stream: String,
     heartbeat: Duration,
     location: String,
+    priority: SpannerPriority,
 }
 
 impl SpannerChangeStream {
@@ -299,35 +311,58 @@ impl SpannerChangeStream {
             stream: stream.to_string(),
             heartbeat,
             location: format!("{database} (change stream {stream})"),
+            priority: SpannerPriority::High,
         })
     }
+
+    /// Sends every query with `priority` (`spanner.priority`; default high).
+    pub fn with_priority(mut self, priority: SpannerPriority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The query of one partition from `start`.
+    fn statement(&self, token: &Token, start: Timestamp) -> Statement {
+        partition_statement(&self.stream, self.heartbeat, token, start, self.priority)
+    }
+}
+
+/// The query of one partition of `stream` from `start`, with its tag and priority.
+fn partition_statement(
+    stream: &str,
+    heartbeat: Duration,
+    token: &Token,
+    start: Timestamp,
+    priority: SpannerPriority,
+) -> Statement {
+    let sql = format!(
+        "SELECT ChangeRecord FROM READ_{stream} (start_timestamp => @start, end_timestamp => NULL, \
+         partition_token => @token, heartbeat_milliseconds => @heartbeat, \
+         read_options => NULL)"
+    );
+    let tag: String = format!("revrepl-reader;{};{}", stream, short_token(token))
+        .chars()
+        .take(50)
+        .collect();
+    let heartbeat = i64::try_from(heartbeat.as_millis()).unwrap_or(2_000);
+    Statement::builder(sql)
+        .add_typed_param(
+            "start",
+            microsecond_floor(start).to_rfc3339(),
+            types::timestamp(),
+        )
+        .add_typed_param("token", token.clone(), types::string())
+        .add_typed_param("heartbeat", heartbeat, types::int64())
+        .set_request_tag(tag)
+        .set_priority(request_priority(priority))
+        .with_retry_policy(NeverRetry)
+        .build()
 }
 
 #[async_trait]
 impl ChangeStreamSource for SpannerChangeStream {
     async fn query(&self, token: &Token, start: Timestamp) -> Result<RecordStream, ReaderError> {
-        let sql = format!(
-            "SELECT ChangeRecord FROM READ_{} (start_timestamp => @start, end_timestamp => NULL, \
-             partition_token => @token, heartbeat_milliseconds => @heartbeat, \
-             read_options => NULL)",
-            self.stream
-        );
-        let tag: String = format!("revrepl-reader;{};{}", self.stream, short_token(token))
-            .chars()
-            .take(50)
-            .collect();
-        let heartbeat = i64::try_from(self.heartbeat.as_millis()).unwrap_or(2_000);
-        let statement = Statement::builder(sql)
-            .add_typed_param(
-                "start",
-                microsecond_floor(start).to_rfc3339(),
-                types::timestamp(),
-            )
-            .add_typed_param("token", token.clone(), types::string())
-            .add_typed_param("heartbeat", heartbeat, types::int64())
-            .set_request_tag(tag)
-            .with_retry_policy(NeverRetry)
-            .build();
+        let statement = self.statement(token, start);
         let tx = self.client.single_use().build();
         let result = tx
             .execute_query(statement)
@@ -365,6 +400,16 @@ impl ChangeStreamSource for SpannerChangeStream {
     }
 }
 
+/// A row look-up's statement: its tag and priority.
+fn lookup_statement(
+    sql: String,
+    priority: SpannerPriority,
+) -> google_cloud_spanner::statement::StatementBuilder {
+    Statement::builder(sql)
+        .set_request_tag("revrepl-reader;row-before-delete")
+        .set_priority(request_priority(priority))
+}
+
 /// `ts` rounded down to the microsecond, the precision of commit timestamps: an earlier start
 /// only returns more (merged again), and sub-microsecond starts are never sent to Spanner.
 fn microsecond_floor(ts: Timestamp) -> Timestamp {
@@ -380,6 +425,7 @@ pub struct SpannerRowLookup {
     location: String,
     /// Spanner types of each table's columns, read once from `information_schema`.
     column_types: Mutex<HashMap<String, HashMap<String, String>>>,
+    priority: SpannerPriority,
 }
 
 impl SpannerRowLookup {
@@ -389,7 +435,19 @@ impl SpannerRowLookup {
             client,
             location: database.to_string(),
             column_types: Mutex::new(HashMap::new()),
+            priority: SpannerPriority::High,
         }
+    }
+
+    /// Sends every look-up with `priority` (`spanner.priority`; default high).
+    pub fn with_priority(mut self, priority: SpannerPriority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// A statement of this look-up: its tag and priority.
+    fn statement(&self, sql: String) -> google_cloud_spanner::statement::StatementBuilder {
+        lookup_statement(sql, self.priority)
     }
 
     async fn types_of(&self, table: &str) -> Result<HashMap<String, String>, ReaderError> {
@@ -401,12 +459,14 @@ impl SpannerRowLookup {
         {
             return Ok(types);
         }
-        let statement = Statement::builder(
-            "SELECT column_name, spanner_type FROM information_schema.columns \
-             WHERE table_schema = '' AND table_name = @table",
-        )
-        .add_typed_param("table", table.to_string(), types::string())
-        .build();
+        let statement = self
+            .statement(
+                "SELECT column_name, spanner_type FROM information_schema.columns \
+                 WHERE table_schema = '' AND table_name = @table"
+                    .to_string(),
+            )
+            .add_typed_param("table", table.to_string(), types::string())
+            .build();
         let mut types = HashMap::new();
         for row in collect_rows(&self.client, statement, &self.location).await? {
             let name: String = row
@@ -533,8 +593,7 @@ impl RowLookup for SpannerRowLookup {
             quote_identifier(request.table),
             conditions.join(" AND ")
         );
-        let mut builder =
-            Statement::builder(sql).set_request_tag("revrepl-reader;row-before-delete");
+        let mut builder = self.statement(sql);
         for (name, value, param_type) in builder_params {
             builder = builder.add_typed_param(name, value, param_type);
         }
@@ -576,6 +635,31 @@ mod tests {
         assert!(check_stream_name("Orders_Stream1").is_ok());
         for bad in ["", "1abc", "a-b", "a b", "x; DROP TABLE y"] {
             assert!(check_stream_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_configured_priority_reaches_every_request() {
+        let config: revrepl_config::SpannerConfig = serde_json::from_value(serde_json::json!({
+            "database": "projects/p/instances/i/databases/d",
+            "change_stream": "s",
+            "priority": "low",
+        }))
+        .expect("parses");
+        assert_eq!(config.priority, SpannerPriority::Low);
+        let start = Timestamp::new(100, 0).expect("ts");
+        let token: Token = Some("token".to_string());
+        for (priority, shown) in [
+            (SpannerPriority::Low, "Low"),
+            (SpannerPriority::Medium, "Medium"),
+            (SpannerPriority::High, "High"),
+        ] {
+            let query = partition_statement("s", Duration::from_secs(2), &token, start, priority);
+            let text = format!("{query:?}");
+            assert!(text.contains(&format!("priority: {shown}")), "{text}");
+            let lookup = lookup_statement("SELECT 1".into(), priority).build();
+            let text = format!("{lookup:?}");
+            assert!(text.contains(&format!("priority: {shown}")), "{text}");
         }
     }
 

@@ -301,7 +301,16 @@ async fn churning_partitions_deliver_every_mod_exactly_once() {
     let setup = setup(2).await;
     let until = end_of(setup.start, 70);
     let log = setup.dir.path().join("reader.log");
-    let mut reader = spawn_reader(&setup, "regular", until, &log);
+    // Low priority (issue 12, point 9): the emulator accepts it on every change-stream query
+    // (it does not schedule by priority, so only acceptance is checked here; the request
+    // carrying it is checked by the reader's unit tests).
+    let mut reader = spawn_reader_with(
+        &setup,
+        "regular",
+        until,
+        &log,
+        &["spanner.priority=low".to_string()],
+    );
     let stop_writing = Timestamp::new(setup.start.seconds() + 62, 0).expect("ts");
     let committed = run_workload(&setup, 7, stop_writing).await;
     let status =

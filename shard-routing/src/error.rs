@@ -279,6 +279,14 @@ pub enum RoutingError {
         /// The plugin's message.
         message: String,
     },
+    /// The schema overrides (file, `table_overrides` or `column_overrides`) are unusable.
+    #[error("{origin}: {problem}")]
+    SchemaOverrides {
+        /// The file, or the configuration key.
+        origin: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The plugin panicked.
     #[error("shard-router plugin {path:?} panicked {during}: {message}")]
     PluginPanicked {
@@ -315,6 +323,7 @@ impl RoutingError {
                 | Self::ShardsFileEntry { .. }
                 | Self::DuplicateShard { .. }
                 | Self::SessionFile { .. }
+                | Self::SchemaOverrides { .. }
                 | Self::SingleShard { .. }
                 | Self::PluginLoad { .. }
                 | Self::NotAPlugin { .. }
@@ -334,6 +343,14 @@ impl RoutingError {
                 if *file == "session file" =>
             {
                 "fix the session file or the configuration key session_file, then start again"
+            }
+            Self::SchemaOverrides { .. } => {
+                "fix schema_overrides_file, table_overrides or column_overrides, then start again"
+            }
+            Self::ReadFile { file, .. } | Self::FileSyntax { file, .. }
+                if *file == "schema overrides file" =>
+            {
+                "fix the schema overrides file or the configuration key schema_overrides_file, then start again"
             }
             Self::ReadFile { .. }
             | Self::FileSyntax { .. }
@@ -376,6 +393,7 @@ impl Classify for RoutingError {
             | Self::ShardsFileEntry { .. }
             | Self::DuplicateShard { .. }
             | Self::SessionFile { .. }
+            | Self::SchemaOverrides { .. }
             | Self::SingleShard { .. }
             | Self::NoShardColumn { .. }
             | Self::NoRowLookup { .. }

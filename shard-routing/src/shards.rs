@@ -178,11 +178,24 @@ impl ShardsFile {
             .and_then(|index| self.shards.get(index))
     }
 
-    /// Fetches every shard's password, from `secrets` for `secretManagerUri` entries. Run once
-    /// at start; the first failure is returned, naming the shard and the source.
+    /// Fetches every shard's password, from `secrets` for `secretManagerUri` entries, and
+    /// checks the certificate and key files of `connectionProperties` (the reader, which
+    /// connects to no shard, never calls this). Run once at start; the first failure is
+    /// returned, naming the shard and the source or file.
     pub async fn resolve<S: SecretStore>(&self, secrets: &S) -> Result<Vec<Shard>, RoutingError> {
         let mut shards = Vec::with_capacity(self.shards.len());
         for config in &self.shards {
+            // Connections come next: a certificate or key file they would need is checked
+            // now, so that its problem is named rather than met as a failed handshake.
+            config
+                .connection
+                .check_files()
+                .map_err(|problem| RoutingError::ShardsFileEntry {
+                    path: self.origin.clone(),
+                    entry: format!("logicalShardId {:?}", config.logical_shard_id.as_str()),
+                    field: "connectionProperties",
+                    problem,
+                })?;
             let password = resolve_password(config, secrets).await?;
             shards.push(Shard {
                 config: config.clone(),
@@ -651,5 +664,25 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_missing_certificate_file_is_named_with_its_shard_before_connecting() {
+        let text = r#"[
+          {"logicalShardId": "ls1", "host": "h", "user": "u", "dbName": "d", "password": "",
+           "connectionProperties": "sslCa=/nonexistent/ls1-ca.pem"}]"#;
+        // Loading does not need the file (the reader connects to no shard) ...
+        let file = ShardsFile::from_json("shards.json", text).expect("valid file");
+        // ... connecting does.
+        let error = file.resolve(&NoSecretManager).await.expect_err("missing");
+        let text = error.to_string();
+        assert!(
+            text.contains("shards.json")
+                && text.contains("\"ls1\"")
+                && text.contains("connectionProperties")
+                && text.contains("property sslCa: cannot read /nonexistent/ls1-ca.pem"),
+            "{text}"
+        );
+        assert_eq!(error.class(), ErrorClass::Fatal);
     }
 }

@@ -29,11 +29,16 @@
 //!    as the writer converts them) on the first records, for `--reference-seconds`.
 //! 4. **4 shards at once** (`--shards`): as many servers, one `revrepl-writer` process
 //!    applying to all of them; aggregate rows/s against phase 1.
+//! 5. **Window length**: the records of a shard written at `--window-rate` mods/s (1,000; 0
+//!    skips the phase), cut into 1 s windows and into 10 s windows, each applied by the writer
+//!    binary into an empty database; rows/s of each, best of `--runs`. Shorter windows mean
+//!    more files, more progress records and smaller MySQL transactions.
 //!
-//! Exits with 1 when the writer applies fewer than 10,000 rows/s on one shard or less than
-//! 70 % of the raw limit. Options: `--records N` per shard (150000), `--window-records N`
-//! (20000), `--runs N` (3), `--shards N` for phase 4 (4; 0 skips it), `--reference-seconds S`
-//! (20). `REVREPL_KEEP_SERVICES=1` keeps the staged files and the writer's log.
+//! Exits with 1 when the writer applies fewer than 10,000 rows/s on one shard, less than
+//! 70 % of the raw limit, or less at 1 s windows than 85 % of 10 s windows. Options:
+//! `--records N` per shard (150000), `--window-records N` (20000), `--runs N` (3),
+//! `--shards N` for phase 4 (4; 0 skips it), `--reference-seconds S` (20), `--window-rate N`
+//! for phase 5 (1000; 0 skips it). `REVREPL_KEEP_SERVICES=1` keeps the staged files and the writer's log.
 
 #[path = "../tests/common/custom_mariadb.rs"]
 mod custom_mariadb;
@@ -68,7 +73,10 @@ use serde_json::json;
 const RUN: &str = "bench";
 /// 2023-11-14T22:13:20Z.
 const START: i64 = 1_700_000_000;
+/// Window length of phases 1–4.
 const WINDOW_SECONDS: i64 = 10;
+/// Phase 5: throughput at 1 s windows must be within 15 % of 10 s windows.
+const TARGET_SHORT_WINDOW_RATIO: f64 = 0.85;
 const TARGET_ROWS_PER_SECOND: f64 = 10_000.0;
 const TARGET_RAW_RATIO: f64 = 0.70;
 /// Rows per statement and per transaction of the raw load.
@@ -128,6 +136,7 @@ struct Options {
     window_records: usize,
     shards: usize,
     reference_seconds: u64,
+    window_rate: usize,
 }
 
 impl Options {
@@ -138,6 +147,7 @@ impl Options {
             window_records: 20_000,
             shards: 4,
             reference_seconds: 20,
+            window_rate: 1_000,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -152,6 +162,7 @@ impl Options {
                 "--window-records" => options.window_records = number("--window-records") as usize,
                 "--shards" => options.shards = number("--shards") as usize,
                 "--reference-seconds" => options.reference_seconds = number("--reference-seconds"),
+                "--window-rate" => options.window_rate = number("--window-rate") as usize,
                 // `cargo bench` passes `--bench`; ignore it and anything else.
                 _ => {}
             }
@@ -281,6 +292,7 @@ impl Row {
 struct Workload {
     /// Window files, in window order.
     files: Vec<(Window, Bytes)>,
+    window_seconds: i64,
     records: usize,
     transactions: usize,
     /// Inserts, updates, deletes.
@@ -289,17 +301,24 @@ struct Workload {
     bytes: usize,
 }
 
-fn window_duration() -> WindowDuration {
-    format!("{WINDOW_SECONDS}s").parse().expect("duration")
+fn window_duration(seconds: i64) -> WindowDuration {
+    format!("{seconds}s").parse().expect("duration")
 }
 
-fn window(index: i64) -> Window {
-    window_duration()
-        .window_of(Timestamp::new(START + WINDOW_SECONDS * index, 0).expect("ts"))
+fn window(index: i64, seconds: i64) -> Window {
+    window_duration(seconds)
+        .window_of(Timestamp::new(START + seconds * index, 0).expect("ts"))
         .expect("window")
 }
 
-fn generate(shard: &str, records: usize, window_records: usize, seed: u64) -> Workload {
+/// `records` record in windows of `window_seconds` holding `window_records` each.
+fn generate(
+    shard: &str,
+    records: usize,
+    window_records: usize,
+    window_seconds: i64,
+    seed: u64,
+) -> Workload {
     let mut rng = StdRng::seed_from_u64(seed);
     // Payloads are slices of one random text, so making them costs little.
     let alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.;-";
@@ -317,8 +336,8 @@ fn generate(shard: &str, records: usize, window_records: usize, seed: u64) -> Wo
     let mut w: i64 = 0;
     while made < records {
         let in_window = window_records.min(records - made);
-        let window = window(w);
-        let step_ns = i128::from(WINDOW_SECONDS) * 1_000_000_000 / (in_window as i128 + 1);
+        let window = window(w, window_seconds);
+        let step_ns = i128::from(window_seconds) * 1_000_000_000 / (in_window as i128 + 1);
         let mut encoder = WindowFileEncoder::new();
         let mut pending: Vec<(i64, ModType, Option<Row>)> = Vec::new();
         let mut target_size = rng.random_range(1..=4usize);
@@ -420,6 +439,7 @@ fn generate(shard: &str, records: usize, window_records: usize, seed: u64) -> Wo
     }
     Workload {
         files,
+        window_seconds,
         records,
         transactions,
         mix,
@@ -511,7 +531,14 @@ async fn stage(shards: &[(ShardId, &Workload, u16)], database: &str) -> Staging 
     let run_id = RunId::new(RUN).expect("run id");
     let start = Timestamp::new(START, 0).expect("ts");
     store
-        .record_run(&RunRecord::new(run_id.clone(), start, window_duration()).expect("run"))
+        .record_run(
+            &RunRecord::new(
+                run_id.clone(),
+                start,
+                window_duration(shards[0].1.window_seconds),
+            )
+            .expect("run"),
+        )
         .await
         .expect("record run");
     let ids: Vec<ShardId> = shards.iter().map(|(id, _, _)| id.clone()).collect();
@@ -881,7 +908,13 @@ async fn single_shard(options: &Options) -> SingleShard {
 
     let generated = Instant::now();
     let shard = ShardId::new("s0").expect("shard id");
-    let workload = generate(shard.as_str(), options.records, options.window_records, 1);
+    let workload = generate(
+        shard.as_str(),
+        options.records,
+        options.window_records,
+        WINDOW_SECONDS,
+        1,
+    );
     let [inserts, updates, deletes] = workload.mix;
     let pct = |n: usize| 100.0 * n as f64 / workload.records as f64;
     println!(
@@ -1070,6 +1103,7 @@ async fn many_shards(options: &Options, single: &SingleShard) {
                 id.as_str(),
                 options.records,
                 options.window_records,
+                WINDOW_SECONDS,
                 100 + i as u64,
             )
         })
@@ -1127,6 +1161,67 @@ async fn many_shards(options: &Options, single: &SingleShard) {
     drop(servers);
 }
 
+/// Phase 5: the same records at `--window-rate` mods/s cut into 1 s windows and into 10 s
+/// windows, each applied by the writer binary into an empty database (best of `--runs`).
+/// Returns rows/s at 1 s and at 10 s.
+async fn window_lengths(options: &Options) -> (f64, f64) {
+    let server = CustomMariaDb::start(&server_options()).expect("mariadb starts");
+    let shard = ShardId::new("s0").expect("shard id");
+    let rate = options.window_rate.max(1);
+    println!();
+    println!(
+        "window length: {} records at {} mods/s, in 1 s windows ({} records each) and in 10 s \
+         windows ({} each), best of {} runs each:",
+        thousands(options.records as f64),
+        thousands(rate as f64),
+        thousands(rate as f64),
+        thousands(10.0 * rate as f64),
+        options.runs,
+    );
+    let mut rates = [0.0f64; 2];
+    for (slot, seconds) in [(0usize, 1i64), (1, 10)] {
+        let workload = generate(
+            shard.as_str(),
+            options.records,
+            rate * seconds as usize,
+            seconds,
+            7,
+        );
+        let staging = stage(&[(shard.clone(), &workload, server.port())], "w0").await;
+        let mut runs = Vec::new();
+        for run in 1..=options.runs {
+            let database = format!("w{seconds}s{run}");
+            let app = create_database(&server, &database).await;
+            point_shards_at(&staging, &[(shard.clone(), server.port())], &database);
+            quiesce(&server).await;
+            let usage = run_writer(&staging).await;
+            assert_eq!(
+                count_rows(&app).await,
+                workload.final_rows.len() as u64,
+                "the writer's table has the final rows"
+            );
+            runs.push(workload.records as f64 / usage.wall);
+        }
+        rates[slot] = runs.iter().copied().fold(0.0, f64::max);
+        println!(
+            "  {seconds} s windows: {} files, runs at {} rows/s → {} rows/s",
+            workload.files.len(),
+            runs.iter()
+                .map(|r| thousands(*r))
+                .collect::<Vec<_>>()
+                .join(", "),
+            thousands(rates[slot]),
+        );
+    }
+    println!(
+        "  1 s ÷ 10 s windows = {:.0} % (target ≥ {:.0} %)",
+        100.0 * rates[0] / rates[1],
+        100.0 * TARGET_SHORT_WINDOW_RATIO
+    );
+    drop(server);
+    (rates[0], rates[1])
+}
+
 fn main() -> std::process::ExitCode {
     let options = Options::parse();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -1135,6 +1230,11 @@ fn main() -> std::process::ExitCode {
         if options.shards > 0 {
             many_shards(&options, &single).await;
         }
+        let windows = (options.window_rate > 0).then(|| window_lengths(&options));
+        let windows = match windows {
+            Some(phase) => Some(phase.await),
+            None => None,
+        };
         println!();
         let mut failed = false;
         let check = |ok: bool, what: String| {
@@ -1159,6 +1259,16 @@ fn main() -> std::process::ExitCode {
                 100.0 * ratio
             ),
         );
+        if let Some((short, long)) = windows {
+            failed |= !check(
+                short >= TARGET_SHORT_WINDOW_RATIO * long,
+                format!(
+                    "1 s windows ≥ {:.0} % of 10 s windows: {:.0} %",
+                    100.0 * TARGET_SHORT_WINDOW_RATIO,
+                    100.0 * short / long
+                ),
+            );
+        }
         if failed {
             std::process::ExitCode::FAILURE
         } else {

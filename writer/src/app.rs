@@ -24,6 +24,7 @@ use crate::convert::ConversionRules;
 use crate::convert::SourceTimeZone;
 use crate::error::WriterError;
 use crate::mapping::SchemaMapping;
+use crate::reader_progress::ReaderProgress;
 use crate::shard_task::{ShardContext, ShardOutcome};
 use crate::telemetry::WriterMetrics;
 
@@ -148,22 +149,8 @@ pub async fn run(
     }
     let run_id = RunId::new(config.run_id.clone())?;
     let writer = &config.writer;
-    let time_zone: SourceTimeZone =
-        writer
-            .source_time_zone
-            .parse()
-            .map_err(|e: crate::convert::TimeZoneError| WriterError::Config {
-                key: "writer.source_time_zone".into(),
-                reason: e.to_string(),
-            })?;
-    let mut mapping = match &config.session_file {
-        Some(path) => SchemaMapping::from_session(&Session::load(path)?),
-        None => SchemaMapping::identity(),
-    };
-    for column in &writer.ignore_columns {
-        mapping = mapping.ignoring_column_everywhere(column.clone());
-    }
-    let mapping = Arc::new(mapping.with_rules(ConversionRules::from(writer)));
+    let time_zone = source_time_zone(config)?;
+    let mapping = schema_mapping(config)?;
     let shards_file = ShardsFile::load(&config.shards_file)?;
     let shards = resolve_passwords(&shards_file).await?;
     let metadata = open_store(config, MissingTables::Create).await?;
@@ -185,7 +172,12 @@ pub async fn run(
             max_bytes: writer.batch_max_bytes.max(1),
         },
         retry: RETRY,
-        poll_interval: writer.poll_interval,
+        reader_progress: ReaderProgress::watch(
+            Arc::clone(&metadata),
+            run_id.clone(),
+            writer.poll_interval,
+            cancel.clone(),
+        ),
         until,
         dead_letter: writer.dead_letter,
         strict_line_shard: writer.strict_line_shard,
@@ -206,19 +198,7 @@ pub async fn run(
         let Some(lease) = leases.remove(&id) else {
             continue;
         };
-        // TLS from the configuration, then the shard's own `connectionProperties`.
-        let options = shard
-            .config
-            .connection
-            .apply(shard_connection_options(&shard), tls.clone());
-        let applier_config = ApplierConfig {
-            run_id: run_id.to_string(),
-            shard: id.clone(),
-            connection: Opts::from(options),
-            mapping: Arc::clone(&mapping),
-            time_zone,
-            limits: Default::default(),
-        };
+        let applier_config = applier_config(&run_id, &shard, tls.clone(), &mapping, time_zone);
         let lease = Arc::new(lease);
         let mut context = context.clone();
         context.lease = Some(Arc::clone(&lease));
@@ -264,6 +244,84 @@ pub async fn run(
         }
     }
     Ok(summary)
+}
+
+/// The time zone of the shards' `DATETIME` values (`writer.source_time_zone`).
+pub(crate) fn source_time_zone(config: &Config) -> Result<SourceTimeZone, WriterError> {
+    config
+        .writer
+        .source_time_zone
+        .parse()
+        .map_err(|e: crate::convert::TimeZoneError| WriterError::Config {
+            key: "writer.source_time_zone".into(),
+            reason: e.to_string(),
+        })
+}
+
+/// The schema overrides of the configuration (`schema_overrides_file`, or `table_overrides`
+/// and `column_overrides`), if any; the configuration allows only one of them and no session
+/// file beside.
+pub fn schema_overrides(
+    config: &Config,
+) -> Result<Option<revrepl_shard_routing::SchemaOverrides>, revrepl_shard_routing::RoutingError> {
+    use revrepl_config::{ColumnOverrides, TableOverrides};
+    use revrepl_shard_routing::SchemaOverrides;
+    if let Some(path) = &config.schema_overrides_file {
+        return SchemaOverrides::load(path).map(Some);
+    }
+    if config.table_overrides.is_none() && config.column_overrides.is_none() {
+        return Ok(None);
+    }
+    let tables = match &config.table_overrides {
+        None => Default::default(),
+        Some(TableOverrides::Text(text)) => SchemaOverrides::parse_table_overrides(text)?,
+        Some(TableOverrides::Map(map)) => map.clone(),
+    };
+    let columns = match &config.column_overrides {
+        None => Default::default(),
+        Some(ColumnOverrides::Text(text)) => SchemaOverrides::parse_column_overrides(text)?,
+        Some(ColumnOverrides::Map(map)) => map.clone(),
+    };
+    SchemaOverrides::new("table_overrides/column_overrides", tables, columns).map(Some)
+}
+
+/// Spanner → MySQL names and conversion rules, from the configuration (its session file or
+/// schema overrides).
+pub(crate) fn schema_mapping(config: &Config) -> Result<Arc<SchemaMapping>, WriterError> {
+    let writer = &config.writer;
+    let mut mapping = match (&config.session_file, schema_overrides(config)?) {
+        (Some(path), _) => SchemaMapping::from_session(&Session::load(path)?),
+        (None, Some(overrides)) => SchemaMapping::from_overrides(&overrides),
+        (None, None) => SchemaMapping::identity(),
+    };
+    for column in &writer.ignore_columns {
+        mapping = mapping.ignoring_column_everywhere(column.clone());
+    }
+    Ok(Arc::new(mapping.with_rules(ConversionRules::from(writer))))
+}
+
+/// The applier's configuration for `shard`: TLS from the configuration, then the shard's own
+/// `connectionProperties`.
+pub(crate) fn applier_config(
+    run_id: &RunId,
+    shard: &Shard,
+    tls: Option<SslOpts>,
+    mapping: &Arc<SchemaMapping>,
+    time_zone: SourceTimeZone,
+) -> ApplierConfig {
+    let options = shard
+        .config
+        .connection
+        .apply(shard_connection_options(shard), tls);
+    ApplierConfig {
+        run_id: run_id.to_string(),
+        shard: shard.config.logical_shard_id.clone(),
+        connection: Opts::from(options),
+        mapping: Arc::clone(mapping),
+        time_zone,
+        limits: Default::default(),
+        connect_timeout: shard.config.connection.connect_timeout,
+    }
 }
 
 /// Connects the shard's applier (retrying forever while the shard is unreachable) and runs it.
@@ -419,7 +477,7 @@ async fn wait_for_run(
 
 /// Why waiting at `now` for an unrecorded run cannot lead to applying anything up to `until`,
 /// if so: the configured `reader.start_timestamp` is after `until`, or none is configured (a
-/// reader started now starts the run now) and `until` passed more than [`UNTIL_GRACE`] ago.
+/// reader started now starts the run now) and `until` passed more than `UNTIL_GRACE` ago.
 pub fn pointless_wait(
     until: Timestamp,
     configured_start: Option<Timestamp>,
@@ -494,7 +552,7 @@ async fn starting_points(
 }
 
 /// Fetches every shard's password; Secret Manager only when a shard uses it.
-async fn resolve_passwords(shards: &ShardsFile) -> Result<Vec<Shard>, WriterError> {
+pub(crate) async fn resolve_passwords(shards: &ShardsFile) -> Result<Vec<Shard>, WriterError> {
     let uses_secret_manager = shards
         .shards()
         .iter()
@@ -507,29 +565,77 @@ async fn resolve_passwords(shards: &ShardsFile) -> Result<Vec<Shard>, WriterErro
     }
 }
 
-/// TLS settings for every shard: a CA file (verified), or the system roots.
-fn tls_options(config: &Config) -> Result<Option<SslOpts>, WriterError> {
+/// TLS settings for every shard: a CA file (verified), or the system roots; and the client
+/// certificate for mutual TLS.
+pub(crate) fn tls_options(config: &Config) -> Result<Option<SslOpts>, WriterError> {
     let writer = &config.writer;
-    match &writer.tls_ca_file {
+    let invalid = |key: &str, reason: String| WriterError::Config {
+        key: key.into(),
+        reason,
+    };
+    let identity = match (&writer.tls_client_cert_file, &writer.tls_client_key_file) {
+        (Some(cert), Some(key)) => Some(
+            revrepl_shard_routing::connection::client_identity(
+                ("writer.tls_client_cert_file", cert),
+                ("writer.tls_client_key_file", key),
+            )
+            .map_err(|reason| invalid("writer.tls_client_cert_file", reason))?,
+        ),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "writer.tls_client_key_file",
+                "missing: writer.tls_client_cert_file needs its private key".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "writer.tls_client_cert_file",
+                "missing: writer.tls_client_key_file needs its certificate".into(),
+            ));
+        }
+    };
+    let tls = match &writer.tls_ca_file {
         Some(path) => {
             if !path.is_file() {
-                return Err(WriterError::Config {
-                    key: "writer.tls_ca_file".into(),
-                    reason: format!("{} does not exist", path.display()),
-                });
+                return Err(invalid(
+                    "writer.tls_ca_file",
+                    format!("{} does not exist", path.display()),
+                ));
             }
-            Ok(Some(
-                SslOpts::default().with_root_certs(vec![path.clone().into()]),
-            ))
+            Some(SslOpts::default().with_root_certs(vec![path.clone().into()]))
         }
-        None if writer.tls => Ok(Some(SslOpts::default())),
-        None => Ok(None),
-    }
+        None if writer.tls || identity.is_some() => Some(SslOpts::default()),
+        None => None,
+    };
+    Ok(tls.map(|opts| opts.with_client_identity(identity)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_shards_connect_timeout_reaches_its_applier() {
+        let file = ShardsFile::from_json(
+            "shards.json",
+            r#"[{"logicalShardId": "s1", "host": "h", "user": "u", "password": "",
+                 "dbName": "d", "connectionProperties": "connectTimeout=250"},
+                {"logicalShardId": "s2", "host": "h", "user": "u", "password": "",
+                 "dbName": "d"}]"#,
+        )
+        .expect("valid");
+        let shards = file.resolve(&NoSecretManager).await.expect("resolved");
+        let run = RunId::new("r").expect("run");
+        let mapping = Arc::new(SchemaMapping::identity());
+        let timeouts: Vec<Option<Duration>> = shards
+            .iter()
+            .map(|s| {
+                applier_config(&run, s, None, &mapping, SourceTimeZone::default()).connect_timeout
+            })
+            .collect();
+        assert_eq!(timeouts, [Some(Duration::from_millis(250)), None]);
+    }
 
     #[test]
     fn parses_every_mode_name_of_the_reference() {

@@ -27,7 +27,7 @@
 //! itself when the plan does not fit what the checkpoint leaves to apply.
 //!
 //! Every connection runs with `time_zone = '+00:00'` (for `timestamp` columns, see
-//! [`crate::convert`]), strict SQL mode (no silent truncation), `NO_AUTO_VALUE_ON_ZERO` (a key 0
+//! [`crate::convert`](mod@crate::convert)), strict SQL mode (no silent truncation), `NO_AUTO_VALUE_ON_ZERO` (a key 0
 //! stays 0) and foreign-key checks on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,6 +150,9 @@ pub struct ApplierConfig {
     pub time_zone: SourceTimeZone,
     /// Statement size limits.
     pub limits: StatementLimits,
+    /// The deadline for opening a connection (the shard's `connectTimeout`); a connection not
+    /// open by then is a transient error, retried. `None`: the driver's own.
+    pub connect_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for ApplierConfig {
@@ -164,6 +167,7 @@ impl std::fmt::Debug for ApplierConfig {
             .field("database", &self.connection.db_name())
             .field("time_zone", &self.time_zone)
             .field("limits", &self.limits)
+            .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -178,6 +182,7 @@ impl ApplierConfig {
             mapping: Arc::new(SchemaMapping::identity()),
             time_zone: SourceTimeZone::default(),
             limits: StatementLimits::default(),
+            connect_timeout: None,
         }
     }
 }
@@ -806,6 +811,193 @@ impl ShardApplier {
     }
 }
 
+/// What [`ShardApplier::apply_dead_letter`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterApply {
+    /// Applied now, and recorded as applied in the same MySQL transaction.
+    Applied {
+        /// Records applied.
+        records: usize,
+        /// Statements executed.
+        statements: usize,
+    },
+    /// The ledger says it was applied before (by an earlier retry): nothing was done.
+    AlreadyApplied,
+    /// The ledger says it failed again before (`severe`) and severe ones were not asked for.
+    Severe,
+}
+
+/// Retrying dead letters (`revrepl dlq retry`, [`crate::dead_letter`]) through the same
+/// statements, conflict handling and connection as batches; exactly once through the
+/// `revrepl_dead_letters` ledger, written in the MySQL transaction of the apply.
+impl ShardApplier {
+    /// Applies the dead-lettered `transaction` stored at `name` unless the shard's ledger says
+    /// it is applied (or `severe`, unless `retry_severe`), and records it as applied in the
+    /// same MySQL transaction: a crash at any point applies it at most once, and a second
+    /// process retrying the same letter at the same time waits for the first's row lock. The
+    /// checkpoint is not touched. On error nothing is applied.
+    pub async fn apply_dead_letter(
+        &self,
+        name: &str,
+        transaction: &SpannerTransaction,
+        retry_severe: bool,
+    ) -> Result<DeadLetterApply, WriterError> {
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        let conn = state.link.acquire(&self.config).await?;
+        let mut result = self
+            .dead_letter_in_transaction(conn, name, transaction, retry_severe, false)
+            .await;
+        if let Err(error) = &result
+            && error.mysql_code().is_some_and(careful::resolvable)
+        {
+            result = match conn.query_drop("ROLLBACK").await {
+                Ok(()) => {
+                    self.dead_letter_in_transaction(conn, name, transaction, retry_severe, true)
+                        .await
+                }
+                Err(e) => Err(WriterError::database(
+                    &self.config.shard,
+                    "ending a transaction",
+                    String::new(),
+                    &e,
+                )),
+            };
+        }
+        let healthy = match &result {
+            Ok(_) => true,
+            Err(error) => {
+                error.class() != ErrorClass::Transient && conn.query_drop("ROLLBACK").await.is_ok()
+            }
+        };
+        if healthy {
+            state.link.release();
+        } else {
+            state.link.discard();
+        }
+        result
+    }
+
+    /// Records in the ledger that the dead letter at `name` failed again with `error`
+    /// (`severe`), unless it is recorded as applied.
+    pub async fn record_severe_dead_letter(
+        &self,
+        name: &str,
+        error: &str,
+    ) -> Result<(), WriterError> {
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        let conn = state.link.acquire(&self.config).await?;
+        let written = crate::dead_letter::ledger::record_severe(
+            conn,
+            &self.config.run_id,
+            &self.config.shard,
+            name,
+            error,
+        )
+        .await;
+        state.link.settle(
+            &self.config.shard,
+            "recording a severe dead letter",
+            written,
+        )
+    }
+
+    /// The shard's ledger of retried dead letters (empty while the shard has no ledger table).
+    pub async fn dead_letter_ledger(
+        &self,
+    ) -> Result<crate::dead_letter::ledger::Ledger, WriterError> {
+        let mut guard = self.state.lock().await;
+        let state = &mut *guard;
+        let conn = state.link.acquire(&self.config).await?;
+        let read = crate::dead_letter::ledger::read(conn, &self.config.shard).await;
+        state
+            .link
+            .settle(&self.config.shard, "reading the dead-letter ledger", read)
+    }
+
+    async fn dead_letter_in_transaction(
+        &self,
+        conn: &mut Conn,
+        name: &str,
+        transaction: &SpannerTransaction,
+        retry_severe: bool,
+        careful: bool,
+    ) -> Result<DeadLetterApply, WriterError> {
+        use crate::dead_letter::ledger::{self, LedgerState};
+        let shard = &self.config.shard;
+        let db = |operation: &'static str| {
+            move |e: mysql_async::Error| WriterError::database(shard, operation, String::new(), &e)
+        };
+        conn.query_drop(ledger::CREATE_TABLE)
+            .await
+            .map_err(db("creating the dead-letter ledger"))?;
+        conn.query_drop("START TRANSACTION")
+            .await
+            .map_err(db("starting a transaction"))?;
+        let stored = ledger::lock(&mut *conn, shard, name)
+            .await
+            .map_err(db("reading the dead-letter ledger"))?;
+        let skip = match stored {
+            Some(LedgerState::Applied) => Some(DeadLetterApply::AlreadyApplied),
+            Some(LedgerState::Severe) if !retry_severe => Some(DeadLetterApply::Severe),
+            _ => None,
+        };
+        if let Some(skip) = skip {
+            conn.query_drop("ROLLBACK")
+                .await
+                .map_err(db("ending a transaction"))?;
+            return Ok(skip);
+        }
+        let fault = self
+            .fault
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut session = Session {
+            conn: &mut *conn,
+            shard,
+            fault,
+            statements: 0,
+            resolved: 0,
+        };
+        let one = std::slice::from_ref(transaction);
+        if careful {
+            self.apply_carefully(&mut session, one).await?;
+        } else {
+            let statements = self.planner.lock().plan(one)?;
+            for statement in statements {
+                execute(&mut session, statement).await?;
+            }
+        }
+        let statements = session.statements;
+        session
+            .fault(FaultPoint::Checkpoint)
+            .await
+            .map_err(db("recording the dead letter as applied"))?;
+        ledger::record_applied(&mut *session.conn, &self.config.run_id, shard, name)
+            .await
+            .map_err(db("recording the dead letter as applied"))?;
+        session
+            .fault(FaultPoint::Commit)
+            .await
+            .map_err(db("committing"))?;
+        session
+            .conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(db("committing"))?;
+        session
+            .fault(FaultPoint::Committed)
+            .await
+            .map_err(db("committing"))?;
+        Ok(DeadLetterApply::Applied {
+            records: transaction.len(),
+            statements,
+        })
+    }
+}
+
 async fn open(config: &ApplierConfig) -> Result<Conn, WriterError> {
     let shard = &config.shard;
     let cache = config
@@ -813,9 +1005,22 @@ async fn open(config: &ApplierConfig) -> Result<Conn, WriterError> {
         .stmt_cache_size()
         .max(STATEMENT_CACHE_SIZE);
     let opts = OptsBuilder::from_opts(config.connection.clone()).stmt_cache_size(cache);
-    let mut conn = Conn::new(opts)
-        .await
-        .map_err(|e| WriterError::database(shard, "connecting", String::new(), &e))?;
+    let connecting = Conn::new(opts);
+    let connected = match config.connect_timeout {
+        Some(timeout) => tokio::time::timeout(timeout, connecting)
+            .await
+            .unwrap_or_else(|_| {
+                Err(mysql_async::Error::Io(mysql_async::IoError::Io(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within connectTimeout ({timeout:?})"),
+                    ),
+                )))
+            }),
+        None => connecting.await,
+    };
+    let mut conn =
+        connected.map_err(|e| WriterError::database(shard, "connecting", String::new(), &e))?;
     for statement in SESSION_SETUP {
         conn.query_drop(*statement).await.map_err(|e| {
             WriterError::database(shard, "setting up the session", String::new(), &e)
@@ -866,6 +1071,26 @@ async fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shard's `connectTimeout` bounds the writer's own connection: a server that accepts
+    /// TCP but never answers is given up on (as a transient error) after it.
+    #[tokio::test]
+    async fn connecting_gives_up_after_connect_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let opts = Opts::from_url(&format!("mysql://root@127.0.0.1:{port}/db")).expect("url");
+        let mut config = ApplierConfig::new("run", ShardId::new("ls1").expect("valid"), opts);
+        config.connect_timeout = Some(Duration::from_millis(300));
+        let began = std::time::Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(20), ShardApplier::connect(config))
+            .await
+            .expect("the connect timeout ends the attempt, not this test's deadline");
+        let error = outcome.expect_err("nobody answers");
+        assert!(began.elapsed() < Duration::from_secs(10));
+        assert_eq!(error.class(), ErrorClass::Transient, "{error}");
+        assert!(error.to_string().contains("connectTimeout"), "{error}");
+        drop(listener);
+    }
 
     #[test]
     fn configuration_debug_hides_the_password() {

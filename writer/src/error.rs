@@ -188,6 +188,16 @@ pub enum WriterError {
         /// Why nothing could be applied up to `until`.
         reason: String,
     },
+    /// A dead letter in the buffer that cannot be read.
+    #[error("dead letter {path:?} in buffer {location} is malformed: {reason}")]
+    MalformedDeadLetter {
+        /// The buffer.
+        location: String,
+        /// The object path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A line of a shard's window file does not belong there.
     #[error("shard {shard}: window file {path:?}: {reason}")]
     MisplacedRecord {
@@ -212,7 +222,8 @@ impl Classify for WriterError {
             Self::Routing(e) => e.class(),
             Self::MissingFile { .. }
             | Self::MalformedFile { .. }
-            | Self::MisplacedRecord { .. } => ErrorClass::Definite,
+            | Self::MisplacedRecord { .. }
+            | Self::MalformedDeadLetter { .. } => ErrorClass::Definite,
             Self::MissingTable { .. }
             | Self::SpannerOnlyTable { .. }
             | Self::MissingColumn { .. }
@@ -277,6 +288,24 @@ impl WriterError {
                     | revrepl_metadata::MetadataError::LeaseLost { .. }
             )
         )
+    }
+
+    /// What caused the error, without keys or values, so that dead letters failing for the
+    /// same reason group together (`revrepl dlq list`): e.g. `MySQL error 4025 (23000):
+    /// CONSTRAINT … failed for …` or `value does not fit column users.name (varchar(5))`.
+    pub fn cause(&self) -> String {
+        match self {
+            Self::Conversion(failure) => format!(
+                "value does not fit column {}.{} ({})",
+                failure.table, failure.column, failure.column_type
+            ),
+            Self::MissingKeyValue { table, column, .. } => {
+                format!("no value for primary-key column {table}.{column}")
+            }
+            Self::MalformedRecord { table, .. } => format!("malformed record of table {table}"),
+            Self::Database { failure, .. } => failure.to_string(),
+            other => other.to_string(),
+        }
     }
 
     /// The MySQL error code, for database errors that have one.

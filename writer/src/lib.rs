@@ -7,7 +7,7 @@
 //!   session file), with Spanner types when known.
 //! - [`schema`]: a shard's target schema from `information_schema`: column types, primary
 //!   keys, foreign keys.
-//! - [`convert`]: change-stream JSON values → MySQL values by column type, with the source
+//! - [`convert`](mod@convert): change-stream JSON values → MySQL values by column type, with the source
 //!   time zone.
 //! - [`batch`]: Spanner transactions grouped from window-file records, commit positions, and
 //!   size-limited batches of whole transactions.
@@ -16,6 +16,8 @@
 //! - [`checkpoint`]: the `revrepl_checkpoint` row in each shard.
 //! - [`apply`]: [`ShardApplier`], which applies a batch and the checkpoint in one MySQL
 //!   transaction.
+//! - [`dead_letter`]: transactions set aside under `writer.dead_letter`, their ledger in each
+//!   shard, and retrying them (`revrepl dlq`).
 //! - [`error`]: [`WriterError`] and the MySQL error classes.
 //!
 //! ```no_run
@@ -45,16 +47,19 @@ pub mod batch;
 mod careful;
 pub mod checkpoint;
 pub mod convert;
+pub mod dead_letter;
 pub mod error;
 pub mod mapping;
 mod placement;
+pub mod reader_progress;
 pub mod schema;
 pub mod shard_task;
 pub mod statement;
 pub mod telemetry;
 
 pub use apply::{
-    ApplierConfig, ApplyOutcome, BatchPlanner, PlannedBatch, ShardApplier, shard_connection_options,
+    ApplierConfig, ApplyOutcome, BatchPlanner, DeadLetterApply, PlannedBatch, ShardApplier,
+    shard_connection_options,
 };
 pub use batch::{BatchLimits, CommitPosition, SpannerTransaction, batches};
 pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint};

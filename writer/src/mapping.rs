@@ -236,6 +236,48 @@ impl SchemaMapping {
         }
     }
 
+    /// The mapping of schema overrides (renames without a session file): each renamed table
+    /// and each renamed column back to its source name; everything else by identity, with no
+    /// Spanner types known.
+    pub fn from_overrides(overrides: &revrepl_shard_routing::SchemaOverrides) -> Self {
+        let mut tables: BTreeMap<String, TableMapping> = BTreeMap::new();
+        for (source, spanner) in overrides.renamed_tables() {
+            tables.insert(
+                spanner.clone(),
+                TableMapping {
+                    source_table: Some(source.clone()),
+                    columns: BTreeMap::new(),
+                },
+            );
+        }
+        for (source_table, renames) in overrides.renamed_columns() {
+            let spanner_table = overrides
+                .renamed_tables()
+                .get(source_table)
+                .unwrap_or(source_table);
+            let table = tables
+                .entry(spanner_table.clone())
+                .or_insert_with(|| TableMapping {
+                    source_table: Some(source_table.clone()),
+                    columns: BTreeMap::new(),
+                });
+            for (source_column, spanner_column) in renames {
+                table.columns.insert(
+                    spanner_column.clone(),
+                    ColumnMapping {
+                        source_column: Some(source_column.clone()),
+                        spanner_type: None,
+                    },
+                );
+            }
+        }
+        Self {
+            tables,
+            ignored_everywhere: Default::default(),
+            rules: ConversionRules::default(),
+        }
+    }
+
     /// Where the changes of `spanner_table` go.
     pub fn table<'a>(&'a self, spanner_table: &'a str) -> TableTarget<'a> {
         match self.tables.get(spanner_table) {
@@ -370,6 +412,33 @@ mod tests {
         assert_eq!(
             mapping.column("Users", "Nickname"),
             ColumnTarget::Source("Nickname", None)
+        );
+    }
+
+    #[test]
+    fn schema_overrides_map_renamed_names_back() {
+        let overrides = revrepl_shard_routing::SchemaOverrides::from_json(
+            "o.json",
+            r#"{"renamedTables": {"person": "Person"},
+                "renamedColumns": {"person": {"first_name": "FirstName"},
+                                   "orders": {"total": "Amount"}}}"#,
+        )
+        .expect("valid");
+        let mapping = SchemaMapping::from_overrides(&overrides);
+        assert_eq!(mapping.table("Person"), TableTarget::Source("person"));
+        assert_eq!(mapping.table("Other"), TableTarget::Source("Other"));
+        assert_eq!(
+            mapping.column("Person", "FirstName"),
+            ColumnTarget::Source("first_name", None)
+        );
+        assert_eq!(
+            mapping.column("Person", "Age"),
+            ColumnTarget::Source("Age", None)
+        );
+        assert_eq!(mapping.table("orders"), TableTarget::Source("orders"));
+        assert_eq!(
+            mapping.column("orders", "Amount"),
+            ColumnTarget::Source("total", None)
         );
     }
 

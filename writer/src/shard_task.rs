@@ -7,7 +7,10 @@
 //!   skipped in one step.
 //! - `shard_file_process_progress` says `SUCCESS` only for windows whose changes are committed
 //!   in MySQL (the applier's checkpoint commits with the data, so a crash between the two
-//!   replays nothing: the checkpoint skips what was applied).
+//!   replays nothing: the checkpoint skips what was applied). It may lag behind the checkpoint:
+//!   windows applied back to back are recorded at most every `PROGRESS_EVERY` (1 s), always the
+//!   first (so a `resume` finds the shard) and the last before the shard waits for the reader
+//!   or stops at `until`.
 //! - An error that stops this shard records `ERROR` at the failing window, its text in
 //!   `shard_errors` for `revrepl status` (also a failure before the loop, see
 //!   `app::run_shard`; not the loss of the lease, after which nothing is recorded). With the
@@ -36,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apply::{BatchPlanner, PlannedBatch, ShardApplier};
 use crate::batch::{BatchLimits, SpannerTransaction, batches};
 use crate::error::WriterError;
+use crate::reader_progress::ReaderProgress;
 use crate::telemetry::WriterMetrics;
 
 /// Most windows listed from the metadata store per query.
@@ -43,6 +47,10 @@ const WINDOWS_PER_QUERY: usize = 256;
 
 /// Batches planned ahead of the one being applied.
 pub const PLANNED_AHEAD: usize = 2;
+
+/// While a shard applies windows that were ready together, their `SUCCESS` is recorded at most
+/// this often (and always for the last of them), not once per window.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// What one shard's task needs besides its applier.
 #[derive(Debug, Clone)]
@@ -59,8 +67,8 @@ pub struct ShardContext {
     pub limits: BatchLimits,
     /// Backoff of transient errors (retried forever).
     pub retry: Backoff,
-    /// How often to look for new windows once caught up.
-    pub poll_interval: Duration,
+    /// Wakes the shard when the reader created its next window.
+    pub reader_progress: ReaderProgress,
     /// Stop after the window that ends at or after this time.
     pub until: Option<Timestamp>,
     /// Set failing transactions aside in `dlq/` instead of stopping the shard.
@@ -203,7 +211,7 @@ impl ShardContext {
             self.metrics.reader_wait(shard);
             tokio::select! {
                 () = cancel.cancelled() => return Step::Stop(ShardOutcome::Cancelled),
-                () = tokio::time::sleep(self.poll_interval) => return Step::Continue,
+                () = self.reader_progress.wait_for(shard, next.end()) => return Step::Continue,
             }
         }
         let listed = self
@@ -415,6 +423,9 @@ impl ShardContext {
         cancel: &CancellationToken,
     ) -> Option<ShardOutcome> {
         let mut done = 0;
+        // The first window is recorded at once: a shard has a progress row as soon as it
+        // applied something, which `resume` modes need to find it.
+        let mut last_recorded: Option<tokio::time::Instant> = None;
         while done < windows {
             let prepared = tokio::select! {
                 () = cancel.cancelled() => return Some(ShardOutcome::Cancelled),
@@ -438,8 +449,16 @@ impl ShardContext {
                     }
                 }
                 Prepared::End(window) => {
-                    if let Some(outcome) = self.record_success(shard, window, cancel).await {
-                        return Some(outcome);
+                    // The checkpoint in MySQL already says the window is applied; the metadata
+                    // row is for the operator and the next start. Behind many short windows,
+                    // write it at most every PROGRESS_EVERY, and always for the last window
+                    // listed, before the shard waits or stops.
+                    let last = done + 1 == windows;
+                    if last || last_recorded.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+                        if let Some(outcome) = self.record_success(shard, window, cancel).await {
+                            return Some(outcome);
+                        }
+                        last_recorded = Some(tokio::time::Instant::now());
                     }
                     *next = match window.next() {
                         Ok(window) => window,
@@ -592,20 +611,7 @@ impl ShardContext {
         error: &WriterError,
         cancel: &CancellationToken,
     ) -> Result<(), WriterError> {
-        let name = format!(
-            "dlq/{shard}/{}-{}/{}-{}.json",
-            window.start().to_rfc3339_millis(),
-            window.end().to_rfc3339_millis(),
-            transaction.commit_timestamp().to_rfc3339(),
-            sanitize(transaction.server_transaction_id()),
-        );
-        let body = serde_json::json!({
-            "shard": shard.as_str(),
-            "file": path,
-            "error": error.to_string(),
-            "records": transaction.records(),
-        });
-        let bytes = bytes::Bytes::from(body.to_string());
+        let (name, bytes) = crate::dead_letter::encode(shard, window, transaction, path, error);
         let written = self
             .retrying(shard, "writing a dead letter", cancel, || async {
                 Ok(self.buffer.put_if_absent(&name, bytes.clone()).await?)
@@ -685,19 +691,6 @@ impl ShardContext {
             );
         }
     }
-}
-
-/// Keeps a transaction id usable as part of an object name.
-fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '=' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Decodes a window file, checks that every record belongs to the shard and the window

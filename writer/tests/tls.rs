@@ -5,6 +5,12 @@
 //!   retried), and nothing is applied;
 //! - no TLS at all: the server refuses the connection (so the last run really used TLS);
 //! - the server's CA: the windows are applied.
+//!
+//! And mutual TLS, against a MariaDB user that `REQUIRE X509`: without a client certificate
+//! the server refuses; with one (`writer.tls_client_cert_file`, or a shard's own
+//! `sslCa`/`sslCert`/`sslKey` connection properties, which win over a wrong configured CA) the
+//! windows are applied; a certificate file that does not exist stops the writer at once (exit
+//! 2) naming the shard and the path.
 
 #[path = "common/custom_mariadb.rs"]
 mod custom_mariadb;
@@ -129,6 +135,57 @@ fn make_server_cert(dir: &Path, ca: &str) -> (PathBuf, PathBuf) {
     (dir.join("server.pem"), dir.join("server.key"))
 }
 
+/// `<name>.pem` / `<name>.key`: a client certificate signed by CA `ca`.
+fn make_client_cert(dir: &Path, ca: &str, name: &str) -> (PathBuf, PathBuf) {
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=clientAuth\n",
+    )
+    .expect("extensions file");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN=revrepl {name}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "30",
+            "-extfile",
+            "client.ext",
+        ],
+    );
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
+}
+
 fn window_duration() -> WindowDuration {
     "1s".parse().expect("duration")
 }
@@ -238,6 +295,45 @@ poll_interval = "200ms"
     }
 }
 
+/// The metadata (run, windows with data) and window files, as the reader leaves them.
+async fn prepare_run(dir: &Path) -> (SqliteMetadataStore, RunId, ShardId) {
+    let metadata = SqliteMetadataStore::open(dir.join("meta.db"), SqliteOptions::default())
+        .await
+        .expect("sqlite");
+    metadata
+        .ensure_tables(MissingTables::Create)
+        .await
+        .expect("tables");
+    let run_id = RunId::new(RUN).expect("run id");
+    let start = Timestamp::new(START, 0).expect("ts");
+    metadata
+        .record_run(&RunRecord::new(run_id.clone(), start, window_duration()).expect("run"))
+        .await
+        .expect("record run");
+    let shard = ShardId::new(SHARD).expect("shard id");
+    metadata
+        .register_shards(&run_id, std::slice::from_ref(&shard), start)
+        .await
+        .expect("register");
+    let buffer = LocalDirectory::new(dir.join("buffer"));
+    let mut seen = Vec::new();
+    for w in 0..WINDOWS {
+        let path = WindowFileName::new(Destination::Shard(shard.clone()), window(w)).path();
+        buffer
+            .put_if_absent(&path, window_file(w))
+            .await
+            .expect("put");
+        seen.push((shard.clone(), window(w).end()));
+    }
+    let created =
+        CreatedWindows::new(window(WINDOWS - 1).end(), vec![shard.clone()], seen).expect("windows");
+    metadata
+        .record_windows(&run_id, &created)
+        .await
+        .expect("record windows");
+    (metadata, run_id, shard)
+}
+
 #[tokio::test]
 async fn writer_applies_over_verified_tls_and_refuses_an_unknown_ca() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -282,40 +378,7 @@ async fn writer_applies_over_verified_tls_and_refuses_an_unknown_ca() {
         .to_string(),
     )
     .expect("shards file");
-    let metadata = SqliteMetadataStore::open(dir.path().join("meta.db"), SqliteOptions::default())
-        .await
-        .expect("sqlite");
-    metadata
-        .ensure_tables(MissingTables::Create)
-        .await
-        .expect("tables");
-    let run_id = RunId::new(RUN).expect("run id");
-    let start = Timestamp::new(START, 0).expect("ts");
-    metadata
-        .record_run(&RunRecord::new(run_id.clone(), start, window_duration()).expect("run"))
-        .await
-        .expect("record run");
-    let shard = ShardId::new(SHARD).expect("shard id");
-    metadata
-        .register_shards(&run_id, std::slice::from_ref(&shard), start)
-        .await
-        .expect("register");
-    let buffer = LocalDirectory::new(dir.path().join("buffer"));
-    let mut seen = Vec::new();
-    for w in 0..WINDOWS {
-        let path = WindowFileName::new(Destination::Shard(shard.clone()), window(w)).path();
-        buffer
-            .put_if_absent(&path, window_file(w))
-            .await
-            .expect("put");
-        seen.push((shard.clone(), window(w).end()));
-    }
-    let created =
-        CreatedWindows::new(window(WINDOWS - 1).end(), vec![shard.clone()], seen).expect("windows");
-    metadata
-        .record_windows(&run_id, &created)
-        .await
-        .expect("record windows");
+    let (metadata, run_id, shard) = prepare_run(dir.path()).await;
 
     // 1. A CA that did not sign the server's certificate: a definite, fatal error at once.
     let ca_path = |path: &Path| format!("tls_ca_file = \"{}\"", path.display());
@@ -381,6 +444,124 @@ async fn writer_applies_over_verified_tls_and_refuses_an_unknown_ca() {
     assert!(
         accepts.is_some_and(|(_, n)| n > 0),
         "the server accepted TLS connections"
+    );
+    admin.disconnect().await.expect("disconnect");
+}
+
+#[tokio::test]
+async fn writer_presents_a_client_certificate_and_a_shard_may_bring_its_own_ca() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = dir.path().join("pki");
+    std::fs::create_dir(&pki).expect("pki dir");
+    let ca = make_ca(&pki, "ca");
+    let other_ca = make_ca(&pki, "other-ca");
+    let (cert, key) = make_server_cert(&pki, "ca");
+    let (client_cert, client_key) = make_client_cert(&pki, "ca", "client");
+    let server = CustomMariaDb::start(&[
+        format!("--ssl-ca={}", ca.display()),
+        format!("--ssl-cert={}", cert.display()),
+        format!("--ssl-key={}", key.display()),
+    ])
+    .expect("mariadb starts with TLS");
+    let mut admin = socket_conn(&server, None).await;
+    for statement in [
+        "CREATE DATABASE app",
+        "CREATE TABLE app.users (id BIGINT PRIMARY KEY, name VARCHAR(64))",
+        "CREATE USER 'mtls'@'127.0.0.1' REQUIRE X509",
+        "GRANT ALL ON app.* TO 'mtls'@'127.0.0.1'",
+    ] {
+        admin.query_drop(statement).await.expect(statement);
+    }
+    let (metadata, run_id, shard) = prepare_run(dir.path()).await;
+    let shards_file = |properties: Option<String>| {
+        let mut entry = json!({"logicalShardId": SHARD, "host": "127.0.0.1",
+            "port": server.port(), "user": "mtls", "password": "", "dbName": "app"});
+        if let Some(properties) = properties {
+            entry["connectionProperties"] = json!(properties);
+        }
+        std::fs::write(dir.path().join("shards.json"), json!([entry]).to_string())
+            .expect("shards file");
+    };
+    let path = |p: &Path| p.display().to_string();
+
+    // 1. The shard's own CA, no client certificate: the server refuses the user.
+    shards_file(Some(format!("sslCa={}", path(&ca))));
+    let refused = run_writer(dir.path(), "no-client-cert", "").await;
+    assert_eq!(refused.code, Some(3), "{}", refused.log);
+    assert!(
+        refused.log.contains("connecting failed") && refused.log.contains("MySQL error 1045"),
+        "the server wants a client certificate\n{}",
+        refused.log
+    );
+    assert_eq!(rows(&mut admin).await, 0, "nothing applied");
+
+    // 2. A client certificate file that does not exist: exit 2 before connecting, naming the
+    // shard, the property and the path.
+    let missing = pki.join("missing-client.pem");
+    shards_file(Some(format!(
+        "sslCa={}\nsslCert={}\nsslKey={}",
+        path(&ca),
+        path(&missing),
+        path(&client_key)
+    )));
+    let bad = run_writer(dir.path(), "missing-cert", "").await;
+    assert_eq!(bad.code, Some(2), "{}", bad.log);
+    assert!(
+        bad.log.contains("\"s0\"")
+            && bad.log.contains("property sslCert")
+            && bad.log.contains(&path(&missing)),
+        "the error names the shard and the file\n{}",
+        bad.log
+    );
+
+    // 3. The configuration's CA and client certificate: every window is applied.
+    shards_file(None);
+    let global = run_writer(
+        dir.path(),
+        "configured-client-cert",
+        &format!(
+            "tls_ca_file = \"{}\"\ntls_client_cert_file = \"{}\"\ntls_client_key_file = \"{}\"",
+            path(&ca),
+            path(&client_cert),
+            path(&client_key)
+        ),
+    )
+    .await;
+    assert_eq!(global.code, Some(0), "mutual TLS works\n{}", global.log);
+    assert_eq!(
+        rows(&mut admin).await,
+        u64::try_from(WINDOWS * ROWS_PER_WINDOW).expect("small")
+    );
+    let progress = metadata
+        .process_progress(&run_id, &shard)
+        .await
+        .expect("progress")
+        .expect("a progress row");
+    assert_eq!(progress.status, ProcessStatus::Success);
+
+    // 4. The shard's own CA and certificate win over a configured CA that did not sign the
+    // server's certificate (which alone fails, as the other test shows).
+    shards_file(Some(format!(
+        "sslCa={}\nsslCert={}\nsslKey={}",
+        path(&ca),
+        path(&client_cert),
+        path(&client_key)
+    )));
+    let own = run_writer(
+        dir.path(),
+        "shard-own-ca",
+        &format!("tls_ca_file = \"{}\"", path(&other_ca)),
+    )
+    .await;
+    assert_eq!(own.code, Some(0), "the shard's CA is used\n{}", own.log);
+    let x509_users: Option<u64> = admin
+        .query_first("SHOW GLOBAL STATUS LIKE 'Ssl_accepts'")
+        .await
+        .expect("status")
+        .map(|(_, n): (String, u64)| n);
+    assert!(
+        x509_users.is_some_and(|n| n >= 3),
+        "TLS connections were made"
     );
     admin.disconnect().await.expect("disconnect");
 }

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::canonical::{Canonical, from_mysql};
 use super::lookup::KeyLookup;
-use super::plan::{ShardPlan, SpannerTable, map_table, shard_plan, spanner_tables};
+use super::plan::{ShardPlan, SpannerTable, shard_plan, spanner_tables};
 use super::snapshot::{self, ReadPoint};
 use super::{
     ValidateOptions, column_hashes, connect_shard, key_text, key_values, mysql_quote,
@@ -178,7 +178,7 @@ pub async fn run(
         .iter()
         .filter(|n| options.tables.is_empty() || options.tables.contains(n))
         .filter_map(|n| spanner.get(n))
-        .filter_map(|t| map_table(t, routing.session.as_deref()))
+        .filter_map(|t| routing.map_table(t))
         .collect();
     let tls = mysql::tls_options(config).map_err(LauncherError::Usage)?;
     let mut samplers = Vec::new();

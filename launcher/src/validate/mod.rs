@@ -41,7 +41,6 @@ use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hasher};
 use std::time::Duration;
 
-use google_cloud_spanner::statement::Statement;
 use google_cloud_spanner::value::{Kind, Value as SpannerValue};
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
@@ -233,11 +232,13 @@ pub async fn validate(
     config: &Config,
     options: &ValidateOptions,
 ) -> Result<ValidationReport, LauncherError> {
+    let routing = Routing::load(config)?;
     let Routing {
         shards_file,
         session,
         router,
-    } = Routing::load(config)?;
+        ..
+    } = &routing;
     let all_shards: BTreeSet<ShardId> = shards_file.shard_ids().cloned().collect();
     for name in &options.shards {
         if !all_shards.iter().any(|s| s.as_str() == name) {
@@ -247,7 +248,7 @@ pub async fn validate(
             )));
         }
     }
-    let selected = mysql::resolve_shards(&shards_file)
+    let selected = mysql::resolve_shards(shards_file)
         .await?
         .into_iter()
         .filter(|s| {
@@ -324,7 +325,7 @@ pub async fn validate(
             ));
             continue;
         };
-        let Some(mapping) = map_table(table, session.as_deref()) else {
+        let Some(mapping) = routing.map_table(table) else {
             report.tables.push(TableReport::not_compared(
                 &name,
                 None,
@@ -375,6 +376,8 @@ pub(crate) struct Routing {
     pub(crate) shards_file: ShardsFile,
     pub(crate) session: Option<std::sync::Arc<Session>>,
     pub(crate) router: Box<dyn ShardRouter>,
+    /// Table and column renames without a session file (`schema_overrides_file`, …).
+    pub(crate) overrides: Option<revrepl_shard_routing::SchemaOverrides>,
 }
 
 impl Routing {
@@ -390,10 +393,21 @@ impl Routing {
             .as_deref()
             .map(|path| (path, config.routing.plugin_params.as_str()));
         let router = choose_router(&shards_file, session.clone(), plugin)?;
+        let overrides = revrepl_writer::app::schema_overrides(config)?;
         Ok(Self {
             shards_file,
             session,
             router,
+            overrides,
+        })
+    }
+
+    /// How `table` is named in MySQL: the session file's names, or the overrides' renames.
+    pub(crate) fn map_table(&self, table: &plan::SpannerTable) -> Option<plan::TableMapping> {
+        let mapping = map_table(table, self.session.as_deref())?;
+        Some(match &self.overrides {
+            Some(overrides) => plan::with_overrides(mapping, overrides),
+            None => mapping,
         })
     }
 }
@@ -818,7 +832,7 @@ async fn scan_spanner(
         .single_use()
         .set_timestamp_bound(bound)
         .build()
-        .execute_query(Statement::builder(sql).build())
+        .execute_query(database.data_statement(sql))
         .await
         .map_err(|e| database.error(&operation, &e))?;
     let now = point

@@ -141,6 +141,23 @@ pub fn map_table(table: &SpannerTable, session: Option<&Session>) -> Option<Tabl
     })
 }
 
+/// `mapping` (an identity mapping) with the MySQL names of schema overrides: the renamed
+/// source table and columns.
+pub fn with_overrides(
+    mut mapping: TableMapping,
+    overrides: &revrepl_shard_routing::SchemaOverrides,
+) -> TableMapping {
+    let spanner_table = mapping.spanner.name.clone();
+    mapping.mysql_table = overrides.source_table(&spanner_table).to_string();
+    for (spanner, mysql) in &mut mapping.columns {
+        *mysql = overrides.source_column(&spanner_table, spanner).to_string();
+    }
+    for key in &mut mapping.key {
+        *key = overrides.source_column(&spanner_table, key).to_string();
+    }
+    mapping
+}
+
 /// One compared column.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedColumn {
@@ -286,6 +303,27 @@ mod tests {
             ],
             primary_key: vec!["id".into()],
         }
+    }
+
+    #[test]
+    fn schema_overrides_rename_the_table_columns_and_key() {
+        let overrides = revrepl_shard_routing::SchemaOverrides::from_json(
+            "o.json",
+            r#"{"renamedTables": {"users": "Users"},
+                "renamedColumns": {"users": {"user_id": "id", "full_name": "name"}}}"#,
+        )
+        .expect("valid");
+        let mapping = with_overrides(map_table(&users(), None).expect("mapped"), &overrides);
+        assert_eq!(mapping.mysql_table, "users");
+        assert_eq!(
+            mapping.columns,
+            [
+                ("id".to_string(), "user_id".to_string()),
+                ("shard".to_string(), "shard".to_string()),
+                ("name".to_string(), "full_name".to_string()),
+            ]
+        );
+        assert_eq!(mapping.key, ["user_id"]);
     }
 
     #[test]

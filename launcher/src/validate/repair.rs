@@ -32,7 +32,7 @@ use serde_json::Map;
 
 use super::canonical::Canonical;
 use super::lookup::KeyLookup;
-use super::plan::{map_table, shard_plan, spanner_tables};
+use super::plan::{shard_plan, spanner_tables};
 use super::snapshot::ReadPoint;
 use super::{
     DifferenceKind, ValidateOptions, ValidationReport, key_values, mysql_quote, route_request,
@@ -148,7 +148,7 @@ pub async fn repair(
     let table = tables
         .get(table_name)
         .ok_or_else(|| LauncherError::Usage(format!("Spanner has no table {table_name:?}")))?;
-    let mapping = map_table(table, routing.session.as_deref()).ok_or_else(|| {
+    let mapping = routing.map_table(table).ok_or_else(|| {
         LauncherError::Usage(format!("table {table_name} has no MySQL table to repair"))
     })?;
 

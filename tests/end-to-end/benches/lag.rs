@@ -256,7 +256,6 @@ path = "{dir}/metadata.db"
 [reader]
 window = "{window_seconds}s"
 start_timestamp = "{start}"
-heartbeat = "1s"
 "#,
             dir = dir.path().display(),
             grpc = emulator.grpc_endpoint(),
