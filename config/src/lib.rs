@@ -423,6 +423,22 @@ pub struct WriterConfig {
     /// folder's shard, as the reference does, with one warning per file.
     #[serde(default)]
     pub strict_line_shard: bool,
+    /// A transformation plugin asked about every record before it is applied
+    /// (docs/transformations.md); none by default.
+    #[serde(default)]
+    pub transformation: Option<TransformationConfig>,
+}
+
+/// `writer.transformation`: a transformation plugin (a shared library built against
+/// `revrepl-shard-router-abi` with `export_transformer!`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformationConfig {
+    /// The plugin's shared library.
+    pub library: PathBuf,
+    /// The string the plugin's `init` receives (often JSON); empty by default.
+    #[serde(default)]
+    pub parameters: String,
 }
 
 /// `writer.decimal_overflow`.
@@ -477,6 +493,7 @@ impl Default for WriterConfig {
             decimal_overflow: DecimalOverflow::default(),
             array_text: ArrayText::default(),
             strict_line_shard: false,
+            transformation: None,
         }
     }
 }

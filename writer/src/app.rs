@@ -26,6 +26,7 @@ use crate::error::WriterError;
 use crate::mapping::SchemaMapping;
 use crate::shard_task::{ShardContext, ShardOutcome};
 use crate::telemetry::WriterMetrics;
+use crate::transformation::{PluginTransformer, RecordTransformer};
 
 /// The writer's run modes (DESIGN §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +165,7 @@ pub async fn run(
         mapping = mapping.ignoring_column_everywhere(column.clone());
     }
     let mapping = Arc::new(mapping.with_rules(ConversionRules::from(writer)));
+    let transformer = load_transformer(writer)?;
     let shards_file = ShardsFile::load(&config.shards_file)?;
     let shards = resolve_passwords(&shards_file).await?;
     let metadata = open_store(config, MissingTables::Create).await?;
@@ -218,6 +220,7 @@ pub async fn run(
             mapping: Arc::clone(&mapping),
             time_zone,
             limits: Default::default(),
+            transformer: transformer.clone(),
         };
         let lease = Arc::new(lease);
         let mut context = context.clone();
@@ -264,6 +267,23 @@ pub async fn run(
         }
     }
     Ok(summary)
+}
+
+/// Loads the transformation plugin of `writer.transformation`, if any (calling its `init`
+/// once); a plugin that cannot be loaded is a configuration error.
+fn load_transformer(
+    writer: &revrepl_config::WriterConfig,
+) -> Result<Option<Arc<dyn RecordTransformer>>, WriterError> {
+    let Some(transformation) = &writer.transformation else {
+        return Ok(None);
+    };
+    let plugin = PluginTransformer::load(&transformation.library, &transformation.parameters)
+        .map_err(|error| WriterError::Config {
+            key: "writer.transformation".into(),
+            reason: error.to_string(),
+        })?;
+    tracing::info!(plugin = %plugin.name(), "transformation plugin loaded");
+    Ok(Some(Arc::new(plugin)))
 }
 
 /// Connects the shard's applier (retrying forever while the shard is unreachable) and runs it.
