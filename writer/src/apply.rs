@@ -171,7 +171,10 @@ impl std::fmt::Debug for ApplierConfig {
             .field("limits", &self.limits)
             .field(
                 "transformer",
-                &self.transformer.as_ref().map(|transformer| transformer.name()),
+                &self
+                    .transformer
+                    .as_ref()
+                    .map(|transformer| transformer.name()),
             )
             .finish_non_exhaustive()
     }

@@ -541,7 +541,8 @@ impl ShardContext {
             .await?;
         Some(applied.map(|outcome| {
             if !outcome.transformations.is_empty() {
-                self.metrics.transformations(shard, &outcome.transformations);
+                self.metrics
+                    .transformations(shard, &outcome.transformations);
             }
             if outcome.applied_transactions > 0 {
                 let commits: Vec<(Timestamp, usize)> = batch

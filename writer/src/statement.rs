@@ -66,8 +66,8 @@ use serde_json::{Map, Value as Json};
 
 use crate::batch::{CommitPosition, SpannerTransaction};
 use crate::convert::{SourceTimeZone, convert};
-use crate::error::{ConversionFailure, WriterError};
 use crate::error::TransformationFailure;
+use crate::error::{ConversionFailure, WriterError};
 use crate::mapping::{ColumnTarget, SchemaMapping, SpannerType, TableTarget};
 use crate::schema::{TargetSchema, TargetTable};
 use crate::transformation::{
@@ -433,8 +433,9 @@ impl StatementPlanner {
             }
             Transformed::Write { rows } => {
                 for row in rows {
-                    self.source_change(record, row, out)
-                        .map_err(|problem| self.transformation_failure(transformer, record, problem))?;
+                    self.source_change(record, row, out).map_err(|problem| {
+                        self.transformation_failure(transformer, record, problem)
+                    })?;
                 }
                 self.transform_counts.transformed(&record.table_name);
                 Ok(())
@@ -1630,6 +1631,7 @@ fn value_bytes(value: &Value) -> usize {
 mod tests {
     use super::*;
     use crate::schema::{ForeignKey, TargetColumn};
+    use crate::transformation::TableCounts;
     use revrepl_record::{Mod, Timestamp};
 
     fn record(table: &str, kind: ModType, keys: &str, values: &str, seq: u32) -> ChangeRecord {
@@ -1734,6 +1736,207 @@ mod tests {
             .iter()
             .map(|s| format!("{}:{:?}:{}", s.table, s.kind, s.rows()))
             .collect()
+    }
+
+    /// A transformation for planner tests: `event` records become an upsert of `parent`
+    /// (name = the event's `v`) plus an upsert of `event`; `child` records are dropped; a
+    /// record whose `v` is `"bad-table"`, `"bad-column"`, `"long"` or `"refuse"` gets the
+    /// matching mistake; everything else is kept.
+    #[derive(Debug)]
+    struct Reshape;
+
+    impl RecordTransformer for Reshape {
+        fn name(&self) -> &str {
+            "/plugins/libreshape.so"
+        }
+
+        fn transform(
+            &self,
+            _shard: &ShardId,
+            record: &ChangeRecord,
+        ) -> Result<Transformed, TransformationProblem> {
+            let keys: Map<String, Json> =
+                serde_json::from_str(&record.the_mod().keys_json).expect("test keys");
+            let values: Map<String, Json> =
+                serde_json::from_str(&record.the_mod().new_values_json).expect("test values");
+            let id = keys["id"].clone();
+            let v = values.get("v").cloned().unwrap_or(Json::Null);
+            let row = |table: &str| SourceRow::upsert(table).set("id", id.clone());
+            match (record.table_name.as_str(), v.as_str()) {
+                (_, Some("refuse")) => Err(TransformationProblem::Refused("no".into())),
+                (_, Some("bad-table")) => Ok(Transformed::rows([row("nowhere")])),
+                (_, Some("bad-column")) => Ok(Transformed::rows([row("parent").set("nope", 1)])),
+                (_, Some("long")) => Ok(Transformed::rows([
+                    row("parent").set("name", "far too long for ten")
+                ])),
+                ("event", _) if record.mod_type == ModType::Delete => Ok(Transformed::rows([
+                    SourceRow::delete("event")
+                        .set("id", id.clone())
+                        .set("v", "ignored"),
+                    SourceRow::delete("parent").set("id", id.clone()),
+                ])),
+                ("event", _) => Ok(Transformed::rows([
+                    row("parent").set("name", v.clone()),
+                    row("event").set("v", v.clone()),
+                ])),
+                ("child", _) => Ok(Transformed::Drop),
+                _ => Ok(Transformed::Keep),
+            }
+        }
+    }
+
+    fn transforming(limits: StatementLimits) -> StatementPlanner {
+        planner(limits).with_transformer(Some(Arc::new(Reshape)))
+    }
+
+    #[test]
+    fn plugin_rows_are_planned_like_records_in_the_plugins_tables_and_counted() {
+        let mut p = transforming(StatementLimits::default());
+        let statements = plan(
+            &mut p,
+            vec![
+                record("event", ModType::Insert, r#"{"id":"1"}"#, r#"{"v":"a"}"#, 0),
+                record(
+                    "child",
+                    ModType::Insert,
+                    r#"{"id":"5"}"#,
+                    r#"{"parent_id":"1"}"#,
+                    1,
+                ),
+                record(
+                    "node",
+                    ModType::Insert,
+                    r#"{"id":"7"}"#,
+                    r#"{"up":null}"#,
+                    2,
+                ),
+            ],
+        );
+        assert_eq!(
+            shape(&statements),
+            // `event` commutes across keys: merged in rounds after the other tables.
+            vec!["parent:Upsert:1", "node:Upsert:1", "event:Upsert:1"],
+            "{statements:#?}"
+        );
+        assert_eq!(
+            statements[0].params,
+            vec![Value::Int(1), Value::Bytes(b"a".to_vec())]
+        );
+        assert_eq!(statements[0].keys, vec![r#"{"id":"1"}"#.to_string()]);
+        let counts = p.take_transform_counts();
+        let by_table: Vec<(&str, TableCounts)> = counts.tables().map(|(t, c)| (t, *c)).collect();
+        assert_eq!(
+            by_table,
+            vec![
+                (
+                    "child",
+                    TableCounts {
+                        dropped: 1,
+                        ..Default::default()
+                    }
+                ),
+                (
+                    "event",
+                    TableCounts {
+                        transformed: 1,
+                        ..Default::default()
+                    }
+                ),
+                (
+                    "node",
+                    TableCounts {
+                        kept: 1,
+                        ..Default::default()
+                    }
+                ),
+            ]
+        );
+        assert!(p.take_transform_counts().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn a_plugin_row_and_a_kept_record_of_the_same_row_combine_into_its_net_change() {
+        let mut p = transforming(StatementLimits::default());
+        // The plugin upserts parent 1; the kept parent record then deletes it, in the same
+        // transaction: the net effect is one delete.
+        let statements = plan(
+            &mut p,
+            vec![
+                record("event", ModType::Insert, r#"{"id":"1"}"#, r#"{"v":"a"}"#, 0),
+                record("parent", ModType::Delete, r#"{"id":"1"}"#, "{}", 1),
+            ],
+        );
+        assert_eq!(
+            shape(&statements),
+            vec!["parent:Delete:1", "event:Upsert:1"],
+            "{statements:#?}"
+        );
+        // A plugin delete carries only the key, whatever else it names.
+        let statements = plan(
+            &mut p,
+            vec![in_tx(
+                record("event", ModType::Delete, r#"{"id":"2"}"#, "{}", 0),
+                "t2",
+            )],
+        );
+        assert_eq!(
+            shape(&statements),
+            vec!["parent:Delete:1", "event:Delete:1"]
+        );
+        assert_eq!(
+            statements[1].sql.as_ref(),
+            "DELETE FROM `event` WHERE `id`=?"
+        );
+    }
+
+    #[test]
+    fn plugin_mistakes_are_definite_errors_naming_the_plugin_table_and_key() {
+        use revrepl_record::Classify;
+        for (v, expected, record_fault) in [
+            ("refuse", "refused the record: no", true),
+            (
+                "bad-table",
+                "wrote to table \"nowhere\", which does not exist in database \"db\"",
+                false,
+            ),
+            (
+                "bad-column",
+                "wrote column \"nope\", which table \"parent\" does not have",
+                false,
+            ),
+            (
+                "long",
+                "gave column name (varchar(10)) of table parent a value that does not fit",
+                true,
+            ),
+        ] {
+            let mut p = transforming(StatementLimits::default());
+            let values = format!(r#"{{"v":"{v}"}}"#);
+            let transactions = SpannerTransaction::group(vec![record(
+                "event",
+                ModType::Update,
+                r#"{"id":"9"}"#,
+                &values,
+                0,
+            )]);
+            let error = p.plan(&transactions).expect_err(v);
+            let text = error.to_string();
+            for part in [
+                "shard s1",
+                "transformation plugin \"/plugins/libreshape.so\"",
+                expected,
+                "Spanner table \"event\"",
+                r#"key {"id":"9"}"#,
+            ] {
+                assert!(text.contains(part), "{v}: {part:?} missing from {text}");
+            }
+            assert!(
+                !text.contains("far too long"),
+                "no values in errors: {text}"
+            );
+            assert_eq!(error.class(), revrepl_record::ErrorClass::Definite, "{v}");
+            assert_eq!(error.is_record_fault(), record_fault, "{v}");
+        }
     }
 
     #[test]

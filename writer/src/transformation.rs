@@ -112,7 +112,9 @@ pub enum TransformationProblem {
         table: String,
     },
     /// A value does not fit its column (the value itself is never shown).
-    #[error("gave column {column} ({column_type}) of table {table} a value that does not fit: {error}")]
+    #[error(
+        "gave column {column} ({column_type}) of table {table} a value that does not fit: {error}"
+    )]
     Conversion {
         /// The table.
         table: String,
@@ -133,7 +135,10 @@ impl TransformationProblem {
     pub fn is_record_fault(&self) -> bool {
         matches!(
             self,
-            Self::Refused(_) | Self::Panicked(_) | Self::Conversion { .. } | Self::MissingKey { .. }
+            Self::Refused(_)
+                | Self::Panicked(_)
+                | Self::Conversion { .. }
+                | Self::MissingKey { .. }
         )
     }
 }
@@ -190,7 +195,9 @@ impl TransformCounts {
 
     /// The counts per Spanner table.
     pub fn tables(&self) -> impl Iterator<Item = (&str, &TableCounts)> {
-        self.by_table.iter().map(|(table, counts)| (table.as_str(), counts))
+        self.by_table
+            .iter()
+            .map(|(table, counts)| (table.as_str(), counts))
     }
 }
 
@@ -359,7 +366,10 @@ impl Drop for PluginTransformer {
 
 /// The request of `record` as JSON text (a `TransformRequest`): the record's keys and values
 /// are its own JSON texts, checked to be JSON objects but not parsed into maps.
-pub fn request_json(shard: &ShardId, record: &ChangeRecord) -> Result<String, TransformationProblem> {
+pub fn request_json(
+    shard: &ShardId,
+    record: &ChangeRecord,
+) -> Result<String, TransformationProblem> {
     let the_mod = record.the_mod();
     let object = |what: &str, text: &str| -> Result<String, TransformationProblem> {
         let trimmed = text.trim();
