@@ -147,7 +147,8 @@ impl TransformationProblem {
 /// for the plans of what was applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransformCounts {
-    by_table: std::collections::BTreeMap<String, TableCounts>,
+    /// Sorted by table; a batch touches few tables.
+    by_table: Vec<(String, TableCounts)>,
 }
 
 /// What the transformation plugin did with the records of one Spanner table.
@@ -163,7 +164,18 @@ pub struct TableCounts {
 
 impl TransformCounts {
     fn entry(&mut self, table: &str) -> &mut TableCounts {
-        self.by_table.entry(table.to_string()).or_default()
+        let at = match self
+            .by_table
+            .binary_search_by(|(name, _)| name.as_str().cmp(table))
+        {
+            Ok(at) => at,
+            Err(at) => {
+                self.by_table
+                    .insert(at, (table.to_string(), TableCounts::default()));
+                at
+            }
+        };
+        &mut self.by_table[at].1
     }
 
     pub(crate) fn transformed(&mut self, table: &str) {
@@ -181,7 +193,7 @@ impl TransformCounts {
     /// Adds `other`'s counts.
     pub fn add(&mut self, other: TransformCounts) {
         for (table, counts) in other.by_table {
-            let mine = self.by_table.entry(table).or_default();
+            let mine = self.entry(&table);
             mine.transformed += counts.transformed;
             mine.kept += counts.kept;
             mine.dropped += counts.dropped;

@@ -270,7 +270,12 @@ impl Setup {
     }
 
     /// Writes the configuration with the plugin at `plugin` and its parameters.
-    fn configure(mut self, plugin: &Path, params: &str) -> Self {
+    fn configure(self, plugin: &Path, params: &str) -> Self {
+        self.configure_with(plugin, params, "")
+    }
+
+    /// [`Setup::configure`] with `extra` lines in the `[writer]` section.
+    fn configure_with(mut self, plugin: &Path, params: &str, extra: &str) -> Self {
         let config = self.dir.path().join("revrepl.toml");
         let text = format!(
             r#"run_id = "{RUN}"
@@ -285,6 +290,7 @@ path = "{dir}/meta.db"
 [writer]
 batch_max_records = 20
 poll_interval = "200ms"
+{extra}
 [writer.transformation]
 library = {library}
 parameters = {params}
@@ -682,7 +688,7 @@ fn random_customers(windows: i64, seed: u64) -> (Vec<ChangeRecord>, Customers) {
 async fn killed_writers_with_the_example_plugin_resume_to_the_exact_state_applying_nothing_twice() {
     let example = plugin(EXAMPLE).await;
     let server = MariaDb::start().expect("mariadb");
-    let (records, expected) = random_customers(150, 14);
+    let (records, expected) = random_customers(300, 14);
     let setup = Setup::new(
         &server,
         "resumed",
@@ -694,13 +700,20 @@ async fn killed_writers_with_the_example_plugin_resume_to_the_exact_state_applyi
     .await;
     let mut rng = StdRng::seed_from_u64(1414);
     let mut mode = "regular";
+    let mut interrupted = 0;
     for _ in 0..5 {
         let mut child = setup.spawn(mode);
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1_500))).await;
         let _ = child.kill();
         let _ = child.wait();
         mode = "resume";
+        let done = setup
+            .status()
+            .await
+            .is_some_and(|p| p.file_start_interval == window(setup.last_window).start());
+        interrupted += usize::from(!done);
     }
+    assert!(interrupted > 0, "no kill landed before the writer finished");
     let status = setup.finish("resume").await;
     assert!(status.success(), "writer failed: {status}\n{}", setup.log());
     let state = setup.customers().await;
@@ -857,4 +870,79 @@ async fn a_plugin_built_for_another_abi_version_is_refused_at_start() {
         .expect("count");
     assert_eq!(count, Some(0), "nothing applied");
     assert!(setup.status().await.is_none(), "no progress recorded");
+}
+
+#[tokio::test]
+async fn with_the_dead_letter_policy_a_refused_record_sets_its_transaction_aside_a_broken_plugin_still_stops()
+ {
+    let server = MariaDb::start().expect("mariadb");
+    let faulty = plugin(FAULTY).await;
+    let setup = Setup::new(
+        &server,
+        "dlq_refused",
+        USERS_SCHEMA,
+        users_files(),
+        &faulty,
+        "refuse:13",
+    )
+    .await
+    .configure_with(&faulty, "refuse:13", "dead_letter = true");
+    let status = setup.finish("regular").await;
+    assert!(status.success(), "writer failed: {status}\n{}", setup.log());
+    let mut conn = setup.conn().await;
+    let ids: Vec<i64> = conn
+        .query("SELECT id FROM users ORDER BY id")
+        .await
+        .expect("users");
+    assert_eq!(
+        ids,
+        vec![1, 2, 20],
+        "the refused transaction (12, 13) set aside"
+    );
+    let dlq = setup.dir.path().join("buffer/dlq/s0");
+    let letters: Vec<String> = walk(&dlq)
+        .into_iter()
+        .map(|file| std::fs::read_to_string(file).expect("dead letter"))
+        .collect();
+    assert_eq!(letters.len(), 1, "one transaction set aside: {letters:?}");
+    assert!(
+        letters[0].contains("refused on purpose") && letters[0].contains("txn-000002"),
+        "{}",
+        letters[0]
+    );
+
+    // A plugin that names an unknown column is broken, not the record: the shard stops.
+    let setup = Setup::new(
+        &server,
+        "dlq_broken",
+        USERS_SCHEMA,
+        users_files(),
+        &faulty,
+        "unknown-column:13",
+    )
+    .await
+    .configure_with(&faulty, "unknown-column:13", "dead_letter = true");
+    let status = setup.finish("regular").await;
+    assert_eq!(status.code(), Some(3), "{}", setup.log());
+    assert!(
+        !setup.dir.path().join("buffer/dlq").exists(),
+        "nothing set aside"
+    );
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
 }

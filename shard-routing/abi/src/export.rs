@@ -376,6 +376,62 @@ mod tests {
         }
     }
 
+    /// Keeps `Kept` records, drops `Gone` ones, panics on `Boom`.
+    struct Sorter;
+
+    impl TransformationPlugin for Sorter {
+        fn init(_params: &str) -> Result<Self, PluginError> {
+            Ok(Self)
+        }
+
+        fn transform(&self, request: &TransformRequest) -> Result<crate::Transformed, PluginError> {
+            match request.table.as_str() {
+                "Kept" => Ok(crate::Transformed::Keep),
+                "Gone" => Ok(crate::Transformed::Drop),
+                other => panic!("transform asked to panic on {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn transformers_answer_json_and_panics_become_a_status() {
+        // SAFETY: `transformer_vtable` returns a pointer to a promoted constant.
+        let table = unsafe { &*transformer_vtable::<Sorter>() };
+        assert_eq!(table.abi_version, ABI_VERSION);
+        let mut handle = std::ptr::null_mut();
+        let mut message = PluginBuffer::EMPTY;
+        // SAFETY: valid pointers; an empty parameter string.
+        let status = unsafe { (table.init)(std::ptr::null(), 0, &mut handle, &mut message) };
+        assert_eq!(status, STATUS_OK);
+        let call = |table_name: &str| -> (i32, String) {
+            let request = format!(
+                r#"{{"table":"{table_name}","logicalShardId":"ls1","modType":"INSERT","keys":{{}},"commitTimestamp":"t","serverTransactionId":"x"}}"#
+            );
+            let mut response = PluginBuffer::EMPTY;
+            // SAFETY: `handle` came from `init`; valid pointers and lengths.
+            let status = unsafe {
+                (table.transform)(handle, request.as_ptr(), request.len(), &mut response)
+            };
+            // SAFETY: the buffer came from this table and is taken back once.
+            let bytes = unsafe { response.into_vec() }.unwrap_or_default();
+            (status, String::from_utf8(bytes).expect("UTF-8"))
+        };
+        assert_eq!(
+            call("Kept"),
+            (STATUS_OK, r#"{"action":"keep"}"#.to_string())
+        );
+        assert_eq!(
+            call("Gone"),
+            (STATUS_OK, r#"{"action":"drop"}"#.to_string())
+        );
+        assert_eq!(
+            call("Boom"),
+            (STATUS_PANIC, "transform asked to panic on Boom".to_string())
+        );
+        // SAFETY: `handle` came from `init` and is not used again.
+        unsafe { (table.drop_transformer)(handle) };
+    }
+
     #[test]
     fn the_table_carries_the_abi_version() {
         assert_eq!(Host::new().table.abi_version, ABI_VERSION);
