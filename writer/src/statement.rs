@@ -66,8 +66,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::batch::{CommitPosition, SpannerTransaction};
 use crate::convert::{SourceTimeZone, convert};
-use crate::error::TransformationFailure;
-use crate::error::{ConversionFailure, WriterError};
+use crate::error::{ConversionFailure, TransformationFailure, WriterError};
 use crate::mapping::{ColumnTarget, SchemaMapping, SpannerType, TableTarget};
 use crate::schema::{TargetSchema, TargetTable};
 use crate::transformation::{
