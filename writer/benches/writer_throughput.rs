@@ -892,7 +892,13 @@ fn build_pass_through_plugin() -> std::path::PathBuf {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["reason"] == "compiler-artifact")
+        .filter(|message| {
+            message["reason"] == "compiler-artifact"
+                && message["target"]["name"] == PASS_THROUGH.replace('-', "_")
+                && message["target"]["kind"]
+                    .as_array()
+                    .is_some_and(|kinds| kinds.iter().any(|kind| kind == "cdylib"))
+        })
         .flat_map(|message| message["filenames"].as_array().cloned().unwrap_or_default())
         .filter_map(|file| file.as_str().map(std::path::PathBuf::from))
         .find(|file| {
