@@ -129,14 +129,15 @@ pub enum TransformationProblem {
 
 impl TransformationProblem {
     /// Whether the problem comes from the record's content (the dead-letter policy may set
-    /// its transaction aside): a refusal, a panic, a value that does not fit, a missing key
-    /// value. A broken response or a table or column that does not exist is the plugin's or
+    /// its transaction aside): a refusal, a panic, a malformed record, a value that does not
+    /// fit, a missing key value. A broken response or a table or column that does not exist is the plugin's or
     /// the schema's fault and stops the shard.
     pub fn is_record_fault(&self) -> bool {
         matches!(
             self,
             Self::Refused(_)
                 | Self::Panicked(_)
+                | Self::Request(_)
                 | Self::Conversion { .. }
                 | Self::MissingKey { .. }
         )
@@ -355,7 +356,8 @@ impl RecordTransformer for PluginTransformer {
                     "its response is not a transformation ({{\"action\": \"keep\" | \"drop\" | \"write\", ...}}): {error}"
                 ))
             }),
-            STATUS_ERROR => Err(TransformationProblem::Refused(text(&bytes))),
+            STATUS_ERROR => Err(malformed_part(record)
+                .unwrap_or_else(|| TransformationProblem::Refused(text(&bytes)))),
             STATUS_PANIC => Err(TransformationProblem::Panicked(text(&bytes))),
             other => Err(TransformationProblem::Protocol(format!(
                 "unknown status {other}"
@@ -377,7 +379,9 @@ impl Drop for PluginTransformer {
 }
 
 /// The request of `record` as JSON text (a `TransformRequest`): the record's keys and values
-/// are its own JSON texts, checked to be JSON objects but not parsed into maps.
+/// are its own JSON texts, embedded after a scan that proves each is one balanced object (so
+/// it cannot change the request around it), not parsed. Should the plugin find one malformed
+/// inside, [`RecordTransformer::transform`] checks them fully to say which.
 pub fn request_json(
     shard: &ShardId,
     record: &ChangeRecord,
@@ -388,12 +392,8 @@ pub fn request_json(
         if trimmed.is_empty() {
             return Ok("{}".to_string());
         }
-        if !trimmed.starts_with('{')
-            || serde_json::from_str::<serde::de::IgnoredAny>(trimmed).is_err()
-        {
-            return Err(TransformationProblem::Request(format!(
-                "its {what} is not a JSON object"
-            )));
+        if !one_balanced_object(trimmed.as_bytes()) {
+            return Err(not_an_object(what));
         }
         Ok(trimmed.to_string())
     };
@@ -422,6 +422,68 @@ pub fn request_json(
     json.push_str(&quoted(&record.record_sequence));
     json.push('}');
     Ok(json)
+}
+
+fn not_an_object(what: &str) -> TransformationProblem {
+    TransformationProblem::Request(format!("its {what} is not a JSON object"))
+}
+
+/// Whether `text` is `{`, then anything in which brackets and braces outside strings balance,
+/// then the `}` that closes the first `{`, and nothing after it. Strings are skipped with
+/// their escapes, so no quote or bracket inside a string counts. This is what keeps an
+/// embedded text from closing the request's object early; whether its tokens are valid JSON is
+/// left to the parser.
+fn one_balanced_object(text: &[u8]) -> bool {
+    if text.first() != Some(&b'{') {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (at, &byte) in text.iter().enumerate() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = match depth.checked_sub(1) {
+                    Some(depth) => depth,
+                    None => return false,
+                };
+                if depth == 0 {
+                    return at == text.len() - 1 && byte == b'}';
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Which of the record's JSON texts is not a JSON object, checked fully (after the plugin
+/// found its request malformed).
+fn malformed_part(record: &ChangeRecord) -> Option<TransformationProblem> {
+    let the_mod = record.the_mod();
+    [
+        ("keysJson", &the_mod.keys_json),
+        ("newValuesJson", &the_mod.new_values_json),
+        ("oldValuesJson", &the_mod.old_values_json),
+    ]
+    .into_iter()
+    .find(|(_, text)| {
+        let trimmed = text.trim();
+        !trimmed.is_empty()
+            && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(trimmed).is_err()
+    })
+    .map(|(what, _)| not_an_object(what))
 }
 
 /// Explains why a library has no transformation entry symbol: built for another ABI version,
@@ -579,14 +641,50 @@ mod tests {
     }
 
     #[test]
-    fn a_record_whose_json_is_not_an_object_is_refused_before_the_plugin() {
+    fn a_record_whose_json_is_not_one_object_is_refused_before_the_plugin() {
         let shard = ShardId::new("ls1").expect("valid");
-        for (keys, values) in [("[1]", "{}"), (r#"{"id":"#, "{}"), ("{}", "nope")] {
-            let problem = request_json(&shard, &record(keys, values)).expect_err("refused");
+        for (keys, values) in [
+            ("[1]", "{}"),
+            (r#"{"id":"#, "{}"),
+            ("{}", "nope"),
+            // Texts that would close the request's object early and add fields.
+            (r#"{"id":"1"},"table":"Other""#, "{}"),
+            ("{}", r#"{"a":1}}"#),
+            ("{}", r#"{"a":[1}"#),
+        ] {
+            let problem = request_json(&shard, &record(keys, values)).expect_err(keys);
             assert!(
                 matches!(problem, TransformationProblem::Request(_)),
                 "{problem}"
             );
         }
+    }
+
+    #[test]
+    fn balanced_objects_with_brackets_and_quotes_in_strings_pass_the_scan() {
+        for text in [
+            "{}",
+            r#"{"a":"}"}"#,
+            r#"{"a":"\"}","b":[{"c":"]"}]}"#,
+            r#"{"a":"\\"}"#,
+        ] {
+            assert!(one_balanced_object(text.as_bytes()), "{text}");
+        }
+        for text in [r#"{"a":"}"#, r#"{"a":"\"}"#, "{}{}", "{} x", "x{}"] {
+            assert!(!one_balanced_object(text.as_bytes()), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_part_is_named_after_the_plugin_found_the_request_invalid() {
+        // Balanced, so it reaches the plugin, but not JSON.
+        let bad = record(r#"{"id":"7"}"#, r#"{"n": nope}"#);
+        assert_eq!(
+            malformed_part(&bad),
+            Some(TransformationProblem::Request(
+                "its newValuesJson is not a JSON object".to_string()
+            ))
+        );
+        assert_eq!(malformed_part(&record(r#"{"id":"7"}"#, "{}")), None);
     }
 }
