@@ -675,6 +675,32 @@ change_stream = "revrepl_stream"
     }
 
     #[test]
+    fn the_transformation_plugin_is_optional_and_its_keys_are_checked() {
+        Jail::expect_with(|jail| {
+            let config = load_in(jail, MINIMAL, &[]).map_err(|e| e.to_string())?;
+            assert_eq!(config.writer.transformation, None);
+            let with = format!(
+                "{MINIMAL}[writer.transformation]\nlibrary = \"/lib/libt.so\"\nparameters = '{{\"a\": 1}}'\n"
+            );
+            let config = load_in(jail, &with, &[]).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.writer.transformation,
+                Some(TransformationConfig {
+                    library: PathBuf::from("/lib/libt.so"),
+                    parameters: r#"{"a": 1}"#.to_string(),
+                })
+            );
+            let typo =
+                format!("{MINIMAL}[writer.transformation]\nlibrary = \"x\"\nparams = \"\"\n");
+            let error = load_in(jail, &typo, &[])
+                .expect_err("unknown key")
+                .to_string();
+            assert!(error.contains("params"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn minimal_file_gets_defaults() {
         Jail::expect_with(|jail| {
             let config = load_in(jail, MINIMAL, &[]).map_err(|e| e.to_string())?;
