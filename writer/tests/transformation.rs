@@ -305,6 +305,11 @@ parameters = {params}
     }
 
     fn spawn(&self, mode: &str) -> Child {
+        self.spawn_with_env(mode, &[])
+    }
+
+    /// [`Setup::spawn`] with extra environment variables.
+    fn spawn_with_env(&self, mode: &str, env: &[(&str, String)]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -316,6 +321,7 @@ parameters = {params}
             .args(["--mode", mode, "--until"])
             .arg(window(self.last_window).end().to_rfc3339())
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -323,7 +329,15 @@ parameters = {params}
     }
 
     async fn finish(&self, mode: &str) -> std::process::ExitStatus {
-        let mut child = self.spawn(mode);
+        self.finish_with_env(mode, &[]).await
+    }
+
+    async fn finish_with_env(
+        &self,
+        mode: &str,
+        env: &[(&str, String)],
+    ) -> std::process::ExitStatus {
+        let mut child = self.spawn_with_env(mode, env);
         tokio::task::spawn_blocking(move || {
             revrepl_test_services::wait_for_exit(&mut child, Duration::from_secs(180))
                 .expect("revrepl-writer finishes within 3 minutes")
@@ -493,8 +507,24 @@ async fn the_example_plugin_reshapes_filters_and_splits_rows_and_reprocess_reapp
         EXAMPLE_PARAMS,
     )
     .await;
-    let status = setup.finish("regular").await;
+    let (port, mut calls) = otlp_collector().await;
+    let status = setup.finish_with_env("regular", &otlp_env(port)).await;
     assert!(status.success(), "writer failed: {status}\n{}", setup.log());
+    let exports = received(&mut calls);
+    for metric in [
+        "revrepl.writer.records_transformed",
+        "revrepl.writer.records_dropped_by_plugin",
+        "revrepl.writer.records_kept_by_plugin",
+    ] {
+        assert!(
+            exported(&exports, metric),
+            "{metric} is exported (counted only when non-zero)"
+        );
+    }
+    assert!(
+        !exported(&exports, "revrepl.writer.plugin_errors"),
+        "no plugin errors"
+    );
     let state = setup.customers().await;
     let shortened: String = long_bio.chars().take(20).collect();
     assert_eq!(
@@ -887,8 +917,13 @@ async fn with_the_dead_letter_policy_a_refused_record_sets_its_transaction_aside
     )
     .await
     .configure_with(&faulty, "refuse:13", "dead_letter = true");
-    let status = setup.finish("regular").await;
+    let (port, mut calls) = otlp_collector().await;
+    let status = setup.finish_with_env("regular", &otlp_env(port)).await;
     assert!(status.success(), "writer failed: {status}\n{}", setup.log());
+    assert!(
+        exported(&received(&mut calls), "revrepl.writer.plugin_errors"),
+        "the refusal is counted"
+    );
     let mut conn = setup.conn().await;
     let ids: Vec<i64> = conn
         .query("SELECT id FROM users ORDER BY id")
@@ -945,4 +980,72 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// A stand-in OTLP gRPC collector on a free port: every request's path and body.
+async fn otlp_collector() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, Bytes)>) {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the collector");
+    let port = listener.local_addr().expect("collector address").port();
+    let (calls, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let calls = calls.clone();
+            let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                let calls = calls.clone();
+                async move {
+                    let path = request.uri().path().to_owned();
+                    let body: hyper::body::Incoming = request.into_body();
+                    let bytes = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let _ = calls.send((path, bytes));
+                    let mut trailers = hyper::HeaderMap::new();
+                    trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                    // One gRPC message: not compressed, length 0 (an empty response).
+                    let body = http_body_util::Full::new(Bytes::from_static(&[0, 0, 0, 0, 0]))
+                        .with_trailers(async move { Some(Ok(trailers)) });
+                    hyper::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(body)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (port, received)
+}
+
+fn otlp_env(port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "500".into()),
+    ]
+}
+
+/// The bodies received so far (the writer pushes its last export on exit).
+fn received(calls: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Bytes)>) -> Vec<Bytes> {
+    let mut bodies = Vec::new();
+    while let Ok((_, body)) = calls.try_recv() {
+        bodies.push(body);
+    }
+    bodies
+}
+
+/// Whether a metric named `name` is in the exports (protobuf keeps strings as they are).
+fn exported(exports: &[Bytes], name: &str) -> bool {
+    let needle = name.as_bytes();
+    exports
+        .iter()
+        .any(|body| body.windows(needle.len()).any(|w| w == needle))
 }
