@@ -37,8 +37,8 @@ lint: ## Clippy on every target, warnings are errors
 doc: ## Build the API docs, warnings are errors
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
 
-plugin: ## Build the example shard-router plugin (a cdylib the routing tests load)
-	$(CARGO) build -p revrepl-example-shard-router-plugin
+plugin: ## Build the example plugins (cdylibs the routing and transformation tests load)
+	$(CARGO) build -p revrepl-example-shard-router-plugin -p revrepl-example-transformation-plugin
 
 deploy-check: ## Validate the Kubernetes manifests in deploy/k8s against the API schemas (strict)
 	@bash tests/scripts/install-kubernetes-validate.sh >/dev/null

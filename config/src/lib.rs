@@ -501,6 +501,22 @@ pub struct WriterConfig {
     /// folder's shard, as the reference does, with one warning per file.
     #[serde(default)]
     pub strict_line_shard: bool,
+    /// A transformation plugin asked about every record before it is applied
+    /// (docs/transformations.md); none by default.
+    #[serde(default)]
+    pub transformation: Option<TransformationConfig>,
+}
+
+/// `writer.transformation`: a transformation plugin (a shared library built against
+/// `revrepl-shard-router-abi` with `export_transformer!`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformationConfig {
+    /// The plugin's shared library.
+    pub library: PathBuf,
+    /// The string the plugin's `init` receives (often JSON); empty by default.
+    #[serde(default)]
+    pub parameters: String,
 }
 
 /// `writer.decimal_overflow`.
@@ -557,6 +573,7 @@ impl Default for WriterConfig {
             decimal_overflow: DecimalOverflow::default(),
             array_text: ArrayText::default(),
             strict_line_shard: false,
+            transformation: None,
         }
     }
 }
@@ -825,6 +842,32 @@ change_stream = "revrepl_stream"
                 error.contains("session_file and schema_overrides_file"),
                 "{error}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_transformation_plugin_is_optional_and_its_keys_are_checked() {
+        Jail::expect_with(|jail| {
+            let config = load_in(jail, MINIMAL, &[]).map_err(|e| e.to_string())?;
+            assert_eq!(config.writer.transformation, None);
+            let with = format!(
+                "{MINIMAL}[writer.transformation]\nlibrary = \"/lib/libt.so\"\nparameters = '{{\"a\": 1}}'\n"
+            );
+            let config = load_in(jail, &with, &[]).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.writer.transformation,
+                Some(TransformationConfig {
+                    library: PathBuf::from("/lib/libt.so"),
+                    parameters: r#"{"a": 1}"#.to_string(),
+                })
+            );
+            let typo =
+                format!("{MINIMAL}[writer.transformation]\nlibrary = \"x\"\nparams = \"\"\n");
+            let error = load_in(jail, &typo, &[])
+                .expect_err("unknown key")
+                .to_string();
+            assert!(error.contains("params"), "{error}");
             Ok(())
         });
     }

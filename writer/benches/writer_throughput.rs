@@ -22,23 +22,27 @@
 //! 2. **Raw limit**: the same final rows loaded into an identical empty table with 1,000-row
 //!    prepared `INSERT`s through one connection, committing every 5,000 rows. Its table must
 //!    equal the writer's (`CHECKSUM TABLE`).
+//! 3. **Writer with a pass-through transformation plugin** (`writer.transformation`, a plugin
+//!    that keeps every record; built in release by the bench): as phase 1; reports the wall
+//!    and CPU cost per row next to phase 1's. Its table must equal the raw load's too.
 //!
-//!    Phases 1 and 2 alternate `--runs` times (each into empty tables); the best run of each
-//!    counts, as other work on a shared machine only ever slows a run down.
-//! 3. **Reference strategy** (one prepared statement per record, autocommit, values converted
+//!    Phases 1, 2 and 3 alternate `--runs` times (each into empty tables); the best run of
+//!    each counts, as other work on a shared machine only ever slows a run down.
+//! 4. **Reference strategy** (one prepared statement per record, autocommit, values converted
 //!    as the writer converts them) on the first records, for `--reference-seconds`.
-//! 4. **4 shards at once** (`--shards`): as many servers, one `revrepl-writer` process
+//! 5. **4 shards at once** (`--shards`): as many servers, one `revrepl-writer` process
 //!    applying to all of them; aggregate rows/s against phase 1.
-//! 5. **Window length**: the records of a shard written at `--window-rate` mods/s (1,000; 0
+//! 6. **Window length**: the records of a shard written at `--window-rate` mods/s (1,000; 0
 //!    skips the phase), cut into 1 s windows and into 10 s windows, each applied by the writer
 //!    binary into an empty database; rows/s of each, best of `--runs`. Shorter windows mean
 //!    more files, more progress records and smaller MySQL transactions.
 //!
 //! Exits with 1 when the writer applies fewer than 10,000 rows/s on one shard, less than
-//! 70 % of the raw limit, or less at 1 s windows than 85 % of 10 s windows. Options:
-//! `--records N` per shard (150000), `--window-records N` (20000), `--runs N` (3),
-//! `--shards N` for phase 4 (4; 0 skips it), `--reference-seconds S` (20), `--window-rate N`
-//! for phase 5 (1000; 0 skips it). `REVREPL_KEEP_SERVICES=1` keeps the staged files and the writer's log.
+//! 70 % of the raw limit, 25 % slower or more with the pass-through plugin, or less at 1 s
+//! windows than 85 % of 10 s windows. Options: `--records N` per shard (150000),
+//! `--window-records N` (20000), `--runs N` (3), `--shards N` for phase 5 (4; 0 skips it),
+//! `--reference-seconds S` (20), `--window-rate N` for phase 6 (1000; 0 skips it).
+//! `REVREPL_KEEP_SERVICES=1` keeps the staged files and the writer's log.
 
 #[path = "../tests/common/custom_mariadb.rs"]
 mod custom_mariadb;
@@ -73,12 +77,16 @@ use serde_json::json;
 const RUN: &str = "bench";
 /// 2023-11-14T22:13:20Z.
 const START: i64 = 1_700_000_000;
-/// Window length of phases 1–4.
+/// Window length of phases 1–5.
 const WINDOW_SECONDS: i64 = 10;
-/// Phase 5: throughput at 1 s windows must be within 15 % of 10 s windows.
+/// Phase 6: throughput at 1 s windows must be within 15 % of 10 s windows.
 const TARGET_SHORT_WINDOW_RATIO: f64 = 0.85;
 const TARGET_ROWS_PER_SECOND: f64 = 10_000.0;
 const TARGET_RAW_RATIO: f64 = 0.70;
+/// Most the pass-through plugin may slow the writer down (wall time per row).
+const TARGET_PLUGIN_SLOWDOWN: f64 = 0.25;
+/// The pass-through transformation plugin's package.
+const PASS_THROUGH: &str = "revrepl-test-pass-through-transformer";
 /// Rows per statement and per transaction of the raw load.
 const RAW_STATEMENT_ROWS: usize = 1_000;
 const RAW_TRANSACTION_ROWS: usize = 5_000;
@@ -510,7 +518,11 @@ struct Staging {
     until: Timestamp,
 }
 
-async fn stage(shards: &[(ShardId, &Workload, u16)], database: &str) -> Staging {
+async fn stage(
+    shards: &[(ShardId, &Workload, u16)],
+    database: &str,
+    transformation: Option<&Path>,
+) -> Staging {
     // REVREPL_KEEP_SERVICES=1 keeps the files, metadata and the writer's log.
     let keep = std::env::var_os("REVREPL_KEEP_SERVICES").is_some_and(|v| v == "1");
     let dir = tempfile::Builder::new()
@@ -584,8 +596,16 @@ change_stream = "unused"
 url = "{dir}/buffer"
 [metadata]
 path = "{dir}/meta.db"
-"#,
-            dir = dir.path().display()
+{transformation}"#,
+            dir = dir.path().display(),
+            transformation = transformation
+                .map(|library| {
+                    format!(
+                        "[writer.transformation]\nlibrary = {}\n",
+                        json!(library.display().to_string())
+                    )
+                })
+                .unwrap_or_default(),
         ),
     )
     .expect("config");
@@ -874,6 +894,46 @@ fn thousands(n: f64) -> String {
 struct SingleShard {
     rows_per_second: f64,
     raw_rows_per_second: f64,
+    plugin_rows_per_second: f64,
+}
+
+/// Builds the pass-through transformation plugin in release (cargo's own lock serialises this
+/// with the bench's build) and returns its library.
+fn build_pass_through_plugin() -> std::path::PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ])
+        .args(["-p", PASS_THROUGH])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("cargo can be started");
+    assert!(
+        output.status.success(),
+        "cargo build of {PASS_THROUGH} failed"
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| {
+            message["reason"] == "compiler-artifact"
+                && message["target"]["name"] == PASS_THROUGH.replace('-', "_")
+                && message["target"]["kind"]
+                    .as_array()
+                    .is_some_and(|kinds| kinds.iter().any(|kind| kind == "cdylib"))
+        })
+        .flat_map(|message| message["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|file| file.as_str().map(std::path::PathBuf::from))
+        .find(|file| {
+            file.to_string_lossy()
+                .ends_with(std::env::consts::DLL_SUFFIX)
+        })
+        .unwrap_or_else(|| panic!("cargo reported no library for {PASS_THROUGH}"))
 }
 
 async fn single_shard(options: &Options) -> SingleShard {
@@ -934,12 +994,20 @@ async fn single_shard(options: &Options) -> SingleShard {
     );
 
     let reference = create_database(&server, "reference").await;
-    let staging = stage(&[(shard.clone(), &workload, server.port())], "app1").await;
+    let staging = stage(&[(shard.clone(), &workload, server.port())], "app1", None).await;
+    let pass_through = build_pass_through_plugin();
+    let staging_plugin = stage(
+        &[(shard.clone(), &workload, server.port())],
+        "plugin1",
+        Some(&pass_through),
+    )
+    .await;
 
     // Raw load and writer, alternating, `runs` times each, each into an empty table: the
     // best of each counts (other work on the machine only ever slows a run down).
     let mut raw_runs = Vec::new();
     let mut writer_runs = Vec::new();
+    let mut plugin_runs: Vec<ChildUsage> = Vec::new();
     let mut first_app = None;
     let mut first_raw = String::new();
     for run in 1..=options.runs {
@@ -979,6 +1047,27 @@ async fn single_shard(options: &Options) -> SingleShard {
             "the writer's table equals the raw load (CHECKSUM TABLE)"
         );
         first_app.get_or_insert(app);
+
+        // The same with the pass-through plugin loaded.
+        let database = format!("plugin{run}");
+        let with_plugin = create_database(&server, &database).await;
+        point_shards_at(
+            &staging_plugin,
+            &[(shard.clone(), server.port())],
+            &database,
+        );
+        quiesce(&server).await;
+        plugin_runs.push(run_writer(&staging_plugin).await);
+        assert_eq!(
+            count_rows(&with_plugin).await,
+            workload.final_rows.len() as u64,
+            "the writer's table with the plugin has the final rows"
+        );
+        assert!(
+            checksum(&mut conn, &format!("{database}.orders")).await
+                == checksum(&mut conn, &first_raw).await,
+            "the writer's table with the plugin equals the raw load (CHECKSUM TABLE)"
+        );
     }
     let app = first_app.expect("at least one run");
 
@@ -1041,6 +1130,31 @@ async fn single_shard(options: &Options) -> SingleShard {
         1e6 * plan_seconds / records,
     );
     println!("  writer peak RSS {:.0} MiB", usage.peak_rss_mib);
+    let plugin_usage = plugin_runs
+        .iter()
+        .min_by(|a, b| a.wall.total_cmp(&b.wall))
+        .expect("at least one run");
+    let plugin_rows_per_second = records / plugin_usage.wall;
+    println!(
+        "1 shard, the same with a pass-through transformation plugin loaded (every record \
+         sent to the plugin and kept): {} rows/s (best of runs at {} rows/s)",
+        thousands(plugin_rows_per_second),
+        plugin_runs
+            .iter()
+            .map(|u| thousands(records / u.wall))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    println!(
+        "  cost per row: {:.1} µs wall with the plugin, {:.1} µs without ({:+.0} %); writer CPU \
+         {:.1} µs per row with the plugin, {:.1} µs without ({:+.1} µs per row)",
+        1e6 * plugin_usage.wall / records,
+        1e6 * usage.wall / records,
+        100.0 * (plugin_usage.wall / usage.wall - 1.0),
+        1e6 * plugin_usage.cpu / records,
+        1e6 * usage.cpu / records,
+        1e6 * (plugin_usage.cpu - usage.cpu) / records,
+    );
     println!(
         "raw limit ({} final rows, {}-row prepared INSERTs, COMMIT every {} rows, one \
          connection): best of runs at {} rows/s → {} rows/s",
@@ -1074,10 +1188,12 @@ async fn single_shard(options: &Options) -> SingleShard {
     );
     conn.disconnect().await.expect("disconnect");
     drop(staging);
+    drop(staging_plugin);
     drop(server);
     SingleShard {
         rows_per_second,
         raw_rows_per_second,
+        plugin_rows_per_second,
     }
 }
 
@@ -1118,7 +1234,7 @@ async fn many_shards(options: &Options, single: &SingleShard) {
         .zip(&servers)
         .map(|((id, workload), server)| (id.clone(), workload, server.port()))
         .collect();
-    let staging = stage(&pairs, "app").await;
+    let staging = stage(&pairs, "app", None).await;
     let total_records: usize = workloads.iter().map(|w| w.records).sum();
     let expected: Vec<u64> = workloads
         .iter()
@@ -1161,7 +1277,7 @@ async fn many_shards(options: &Options, single: &SingleShard) {
     drop(servers);
 }
 
-/// Phase 5: the same records at `--window-rate` mods/s cut into 1 s windows and into 10 s
+/// Phase 6: the same records at `--window-rate` mods/s cut into 1 s windows and into 10 s
 /// windows, each applied by the writer binary into an empty database (best of `--runs`).
 /// Returns rows/s at 1 s and at 10 s.
 async fn window_lengths(options: &Options) -> (f64, f64) {
@@ -1187,7 +1303,7 @@ async fn window_lengths(options: &Options) -> (f64, f64) {
             seconds,
             7,
         );
-        let staging = stage(&[(shard.clone(), &workload, server.port())], "w0").await;
+        let staging = stage(&[(shard.clone(), &workload, server.port())], "w0", None).await;
         let mut runs = Vec::new();
         for run in 1..=options.runs {
             let database = format!("w{seconds}s{run}");
@@ -1257,6 +1373,15 @@ fn main() -> std::process::ExitCode {
                 "≥ {:.0} % of the raw limit: {:.0} %",
                 100.0 * TARGET_RAW_RATIO,
                 100.0 * ratio
+            ),
+        );
+        let slowdown = single.rows_per_second / single.plugin_rows_per_second - 1.0;
+        failed |= !check(
+            slowdown < TARGET_PLUGIN_SLOWDOWN,
+            format!(
+                "< {:.0} % slower with a pass-through transformation plugin: {:+.0} %",
+                100.0 * TARGET_PLUGIN_SLOWDOWN,
+                100.0 * slowdown
             ),
         );
         if let Some((short, long)) = windows {

@@ -27,6 +27,7 @@ use crate::mapping::SchemaMapping;
 use crate::reader_progress::ReaderProgress;
 use crate::shard_task::{ShardContext, ShardOutcome};
 use crate::telemetry::WriterMetrics;
+use crate::transformation::{PluginTransformer, RecordTransformer};
 
 /// The writer's run modes (DESIGN §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +152,7 @@ pub async fn run(
     let writer = &config.writer;
     let time_zone = source_time_zone(config)?;
     let mapping = schema_mapping(config)?;
+    let transformer = load_transformer(writer)?;
     let shards_file = ShardsFile::load(&config.shards_file)?;
     let shards = resolve_passwords(&shards_file).await?;
     let metadata = open_store(config, MissingTables::Create).await?;
@@ -198,7 +200,14 @@ pub async fn run(
         let Some(lease) = leases.remove(&id) else {
             continue;
         };
-        let applier_config = applier_config(&run_id, &shard, tls.clone(), &mapping, time_zone);
+        let applier_config = applier_config(
+            &run_id,
+            &shard,
+            tls.clone(),
+            &mapping,
+            time_zone,
+            transformer.clone(),
+        );
         let lease = Arc::new(lease);
         let mut context = context.clone();
         context.lease = Some(Arc::clone(&lease));
@@ -308,6 +317,7 @@ pub(crate) fn applier_config(
     tls: Option<SslOpts>,
     mapping: &Arc<SchemaMapping>,
     time_zone: SourceTimeZone,
+    transformer: Option<Arc<dyn RecordTransformer>>,
 ) -> ApplierConfig {
     let options = shard
         .config
@@ -321,7 +331,25 @@ pub(crate) fn applier_config(
         time_zone,
         limits: Default::default(),
         connect_timeout: shard.config.connection.connect_timeout,
+        transformer,
     }
+}
+
+/// Loads the transformation plugin of `writer.transformation`, if any (calling its `init`
+/// once); a plugin that cannot be loaded is a configuration error.
+pub(crate) fn load_transformer(
+    writer: &revrepl_config::WriterConfig,
+) -> Result<Option<Arc<dyn RecordTransformer>>, WriterError> {
+    let Some(transformation) = &writer.transformation else {
+        return Ok(None);
+    };
+    let plugin = PluginTransformer::load(&transformation.library, &transformation.parameters)
+        .map_err(|error| WriterError::Config {
+            key: "writer.transformation".into(),
+            reason: error.to_string(),
+        })?;
+    tracing::info!(plugin = %plugin.name(), "transformation plugin loaded");
+    Ok(Some(Arc::new(plugin)))
 }
 
 /// Connects the shard's applier (retrying forever while the shard is unreachable) and runs it.
@@ -631,7 +659,8 @@ mod tests {
         let timeouts: Vec<Option<Duration>> = shards
             .iter()
             .map(|s| {
-                applier_config(&run, s, None, &mapping, SourceTimeZone::default()).connect_timeout
+                applier_config(&run, s, None, &mapping, SourceTimeZone::default(), None)
+                    .connect_timeout
             })
             .collect();
         assert_eq!(timeouts, [Some(Duration::from_millis(250)), None]);

@@ -48,6 +48,7 @@ use crate::error::{WriterError, row_and_column};
 use crate::mapping::SchemaMapping;
 use crate::schema::TargetSchema;
 use crate::statement::{PlannedStatement, StatementKind, StatementLimits, StatementPlanner};
+use crate::transformation::{RecordTransformer, TransformCounts};
 
 /// Statements run on every new connection.
 const SESSION_SETUP: &[&str] = &[
@@ -87,6 +88,8 @@ pub(crate) struct Session<'a> {
     pub(crate) statements: usize,
     /// Transactions applied row by row.
     resolved: usize,
+    /// What the transformation plugin did with the records applied.
+    transformations: TransformCounts,
 }
 
 impl Session<'_> {
@@ -153,6 +156,8 @@ pub struct ApplierConfig {
     /// The deadline for opening a connection (the shard's `connectTimeout`); a connection not
     /// open by then is a transient error, retried. `None`: the driver's own.
     pub connect_timeout: Option<Duration>,
+    /// The transformation plugin asked about each record, if any (`writer.transformation`).
+    pub transformer: Option<Arc<dyn RecordTransformer>>,
 }
 
 impl std::fmt::Debug for ApplierConfig {
@@ -168,6 +173,13 @@ impl std::fmt::Debug for ApplierConfig {
             .field("time_zone", &self.time_zone)
             .field("limits", &self.limits)
             .field("connect_timeout", &self.connect_timeout)
+            .field(
+                "transformer",
+                &self
+                    .transformer
+                    .as_ref()
+                    .map(|transformer| transformer.name()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -183,6 +195,7 @@ impl ApplierConfig {
             time_zone: SourceTimeZone::default(),
             limits: StatementLimits::default(),
             connect_timeout: None,
+            transformer: None,
         }
     }
 }
@@ -214,6 +227,8 @@ pub struct ApplyOutcome {
     pub resolved_transactions: usize,
     /// The checkpoint position after the call (`None` if there is none yet).
     pub position: Option<CommitPosition>,
+    /// What the transformation plugin did with the records applied now.
+    pub transformations: TransformCounts,
 }
 
 struct State {
@@ -238,6 +253,7 @@ impl BatchPlanner {
         let mut planner = self.lock();
         let statements = planner.plan(transactions)?;
         Ok(PlannedBatch {
+            transformations: planner.take_transform_counts(),
             statements,
             transactions: transactions.len(),
             last: transactions.last().map(SpannerTransaction::last_position),
@@ -254,6 +270,7 @@ impl BatchPlanner {
 #[derive(Debug)]
 pub struct PlannedBatch {
     statements: Vec<PlannedStatement>,
+    transformations: TransformCounts,
     transactions: usize,
     last: Option<CommitPosition>,
     generation: u64,
@@ -383,7 +400,8 @@ impl ShardApplier {
             Arc::clone(&config.mapping),
             config.time_zone,
             config.limits,
-        );
+        )
+        .with_transformer(config.transformer.clone());
         Ok(Self {
             config,
             database,
@@ -444,7 +462,8 @@ impl ShardApplier {
             Arc::clone(&self.config.mapping),
             self.config.time_zone,
             self.config.limits,
-        );
+        )
+        .with_transformer(self.config.transformer.clone());
         let mut current = self.planner.lock();
         *current = planner;
         self.planner.generation.fetch_add(1, Ordering::AcqRel);
@@ -630,11 +649,17 @@ impl ShardApplier {
         &self,
         pending: &[SpannerTransaction],
         planned: Option<PlannedBatch>,
-    ) -> Result<Vec<PlannedStatement>, WriterError> {
+    ) -> Result<(Vec<PlannedStatement>, TransformCounts), WriterError> {
         let generation = self.planner.generation.load(Ordering::Acquire);
         match planned {
-            Some(planned) if planned.fits(pending, generation) => Ok(planned.statements),
-            _ => self.planner.lock().plan(pending),
+            Some(planned) if planned.fits(pending, generation) => {
+                Ok((planned.statements, planned.transformations))
+            }
+            _ => {
+                let mut planner = self.planner.lock();
+                let statements = planner.plan(pending)?;
+                Ok((statements, planner.take_transform_counts()))
+            }
         }
     }
 
@@ -659,7 +684,11 @@ impl ShardApplier {
                     .exec_text("SAVEPOINT revrepl_careful")
                     .await
                     .map_err(db("setting a savepoint"))?;
-                let statements = self.planner.lock().plan(range)?;
+                let (statements, counts) = {
+                    let mut planner = self.planner.lock();
+                    let statements = planner.plan(range)?;
+                    (statements, planner.take_transform_counts())
+                };
                 let mut outcome = Ok(());
                 for statement in statements {
                     outcome = execute(session, statement).await;
@@ -668,7 +697,10 @@ impl ShardApplier {
                     }
                 }
                 match outcome {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        session.transformations.add(counts);
+                        continue;
+                    }
                     Err(error) if error.mysql_code().is_some_and(careful::resolvable) => {
                         session
                             .exec_text("ROLLBACK TO SAVEPOINT revrepl_careful")
@@ -679,12 +711,18 @@ impl ShardApplier {
                 }
             }
             if end - start == 1 {
-                let (schema, rows) = {
+                let (schema, rows, counts) = {
                     let mut planner = self.planner.lock();
-                    (Arc::clone(planner.schema()), planner.plan_ops(&range[0])?)
+                    let rows = planner.plan_ops(&range[0])?;
+                    (
+                        Arc::clone(planner.schema()),
+                        rows,
+                        planner.take_transform_counts(),
+                    )
                 };
                 careful::apply_rows(session, &schema, rows).await?;
                 session.resolved += 1;
+                session.transformations.add(counts);
             } else {
                 let middle = start + (end - start) / 2;
                 ranges.push((middle, end, false));
@@ -750,16 +788,19 @@ impl ShardApplier {
             fault,
             statements: 0,
             resolved: 0,
+            transformations: TransformCounts::default(),
         };
         if careful {
             self.apply_carefully(&mut session, pending).await?;
         } else {
-            let statements = self.statements_for(pending, planned)?;
+            let (statements, counts) = self.statements_for(pending, planned)?;
+            session.transformations = counts;
             for statement in statements {
                 execute(&mut session, statement).await?;
             }
         }
         let (statement_count, resolved) = (session.statements, session.resolved);
+        let transformations = std::mem::take(&mut session.transformations);
         let position = last.last_position();
         let records: usize = pending.iter().map(SpannerTransaction::len).sum();
         session
@@ -807,6 +848,7 @@ impl ShardApplier {
             statements: statement_count,
             resolved_transactions: resolved,
             position: Some(position),
+            transformations,
         })
     }
 }
@@ -960,12 +1002,14 @@ impl ShardApplier {
             fault,
             statements: 0,
             resolved: 0,
+            transformations: TransformCounts::default(),
         };
         let one = std::slice::from_ref(transaction);
         if careful {
             self.apply_carefully(&mut session, one).await?;
         } else {
-            let statements = self.planner.lock().plan(one)?;
+            let (statements, counts) = self.statements_for(one, None)?;
+            session.transformations = counts;
             for statement in statements {
                 execute(&mut session, statement).await?;
             }

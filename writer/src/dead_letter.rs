@@ -531,8 +531,14 @@ pub async fn inspect(config: &Config, shards: &[String]) -> Result<Vec<ShardLett
         let ledger = match all.iter().find(|s| s.config.logical_shard_id == shard_id) {
             None => Err(format!("shard {shard_id} is not in the shards file")),
             Some(shard) => {
-                let config =
-                    crate::app::applier_config(&run_id, shard, tls.clone(), &mapping, time_zone);
+                let config = crate::app::applier_config(
+                    &run_id,
+                    shard,
+                    tls.clone(),
+                    &mapping,
+                    time_zone,
+                    None,
+                );
                 read_ledger(config).await.map_err(|e| e.to_string())
             }
         };
@@ -593,6 +599,7 @@ pub async fn retry(
     let run_id = RunId::new(config.run_id.clone())?;
     let mapping = crate::app::schema_mapping(config)?;
     let time_zone = crate::app::source_time_zone(config)?;
+    let transformer = crate::app::load_transformer(&config.writer)?;
     let tls = crate::app::tls_options(config)?;
     let metadata = open_store(config, MissingTables::Fail).await?;
     let letters = read_all(buffer.as_ref(), None).await?;
@@ -658,7 +665,14 @@ pub async fn retry(
             },
             other => other.into(),
         })?;
-        let config = crate::app::applier_config(&run_id, shard, tls.clone(), &mapping, time_zone);
+        let config = crate::app::applier_config(
+            &run_id,
+            shard,
+            tls.clone(),
+            &mapping,
+            time_zone,
+            transformer.clone(),
+        );
         let outcome = retry_shard(
             buffer.as_ref(),
             &lease,

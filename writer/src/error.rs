@@ -83,6 +83,9 @@ pub enum WriterError {
     /// A value does not fit its column.
     #[error("{0}")]
     Conversion(Box<ConversionFailure>),
+    /// The transformation plugin failed on a record, or its row changes cannot be applied.
+    #[error("{0}")]
+    Transformation(Box<TransformationFailure>),
     /// A record that cannot be read (keys or values are not JSON objects, ...).
     #[error("shard {shard}, table {table}, at {position}: malformed change record: {reason}")]
     MalformedRecord {
@@ -230,6 +233,7 @@ impl Classify for WriterError {
             | Self::NoPrimaryKey { .. }
             | Self::MissingKeyValue { .. }
             | Self::Conversion(_)
+            | Self::Transformation(_)
             | Self::MalformedRecord { .. }
             | Self::InvalidBatch { .. }
             | Self::Checkpoint { .. } => ErrorClass::Definite,
@@ -266,6 +270,7 @@ impl WriterError {
             Self::Conversion(_) | Self::MissingKeyValue { .. } | Self::MalformedRecord { .. } => {
                 true
             }
+            Self::Transformation(failure) => failure.problem.is_record_fault(),
             Self::Database {
                 failure,
                 class: ErrorClass::Definite,
@@ -315,6 +320,26 @@ impl WriterError {
             _ => None,
         }
     }
+}
+
+/// A transformation that failed, with the plugin and the record it failed on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "shard {shard}: transformation plugin {plugin:?} {problem} (record of Spanner table {table:?}, key {key}, at {position}); nothing of its transaction was applied"
+)]
+pub struct TransformationFailure {
+    /// The shard.
+    pub shard: ShardId,
+    /// The plugin (its path).
+    pub plugin: String,
+    /// The record's Spanner table.
+    pub table: String,
+    /// The record's keys, as the record carries them.
+    pub key: String,
+    /// The record's commit position.
+    pub position: String,
+    /// What went wrong.
+    pub problem: crate::transformation::TransformationProblem,
 }
 
 /// A value that does not fit its column, with where it was met.

@@ -13,6 +13,8 @@
 //!   size-limited batches of whole transactions.
 //! - [`statement`]: upserts and deletes planned per batch — foreign-key-safe order, multi-row
 //!   merging, cached statement texts.
+//! - [`transformation`]: the transformation plugin, asked about each record before it is
+//!   planned.
 //! - [`checkpoint`]: the `revrepl_checkpoint` row in each shard.
 //! - [`apply`]: [`ShardApplier`], which applies a batch and the checkpoint in one MySQL
 //!   transaction.
@@ -56,6 +58,7 @@ pub mod schema;
 pub mod shard_task;
 pub mod statement;
 pub mod telemetry;
+pub mod transformation;
 
 pub use apply::{
     ApplierConfig, ApplyOutcome, BatchPlanner, DeadLetterApply, PlannedBatch, ShardApplier,
@@ -67,7 +70,11 @@ pub use convert::{
     ArrayText, ConversionError, ConversionRules, Converted, DecimalOverflow, SourceTimeZone,
     TimeZoneError, comma_joined, convert, to_mysql_value,
 };
-pub use error::{ConversionFailure, MySqlFailure, WriterError};
+pub use error::{ConversionFailure, MySqlFailure, TransformationFailure, WriterError};
 pub use mapping::{ColumnMapping, SchemaMapping, SpannerScalar, SpannerType, TableMapping};
 pub use schema::{ColumnKind, ForeignKey, TargetColumn, TargetSchema, TargetTable, UniqueIndex};
 pub use statement::{PlannedStatement, StatementKind, StatementLimits, StatementPlanner};
+pub use transformation::{
+    PluginTransformer, RecordTransformer, TransformCounts, TransformationLoadError,
+    TransformationProblem,
+};

@@ -559,6 +559,10 @@ impl ShardContext {
             })
             .await?;
         Some(applied.map(|outcome| {
+            if !outcome.transformations.is_empty() {
+                self.metrics
+                    .transformations(shard, &outcome.transformations);
+            }
             if outcome.applied_transactions > 0 {
                 let commits: Vec<(Timestamp, usize)> = batch
                     .iter()
@@ -621,6 +625,7 @@ impl ShardContext {
             None | Some(Ok(PutOutcome::Created | PutOutcome::AlreadyExists)) => {
                 tracing::warn!(%shard, %error, dead_letter = %name, "transaction set aside");
                 self.metrics.dead_letter(shard);
+                self.metrics.plugin_error(error);
                 Ok(())
             }
             Some(Err(e)) => Err(e),
@@ -637,6 +642,7 @@ impl ShardContext {
         error: WriterError,
         cancel: &CancellationToken,
     ) -> ShardOutcome {
+        self.metrics.plugin_error(&error);
         if !error.is_lease() {
             // The text first, so that whoever sees `ERROR` finds it (`revrepl status`).
             self.record_error_text(shard, window, &error, cancel).await;

@@ -66,9 +66,12 @@ use serde_json::{Map, Value as Json};
 
 use crate::batch::{CommitPosition, SpannerTransaction};
 use crate::convert::{SourceTimeZone, convert};
-use crate::error::{ConversionFailure, WriterError};
+use crate::error::{ConversionFailure, TransformationFailure, WriterError};
 use crate::mapping::{ColumnTarget, SchemaMapping, SpannerType, TableTarget};
 use crate::schema::{TargetSchema, TargetTable};
+use crate::transformation::{
+    Operation, RecordTransformer, SourceRow, TransformCounts, TransformationProblem, Transformed,
+};
 
 /// MySQL's limit on parameters in one prepared statement.
 const MAX_PARAMETERS: usize = 65_535;
@@ -288,7 +291,14 @@ pub struct StatementPlanner {
     graph: ForeignKeyGraph,
     plans: Vec<TablePlan>,
     plan_by_spanner_name: HashMap<String, usize>,
+    /// Plans of source tables written by the transformation plugin.
+    plan_by_source_name: HashMap<String, usize>,
     texts: HashMap<TextKey, Arc<str>>,
+    /// The transformation plugin, if one is configured.
+    transformer: Option<Arc<dyn RecordTransformer>>,
+    /// What the plugin did with the records planned since the last
+    /// [`StatementPlanner::take_transform_counts`].
+    transform_counts: TransformCounts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -319,8 +329,25 @@ impl StatementPlanner {
             graph,
             plans: Vec::new(),
             plan_by_spanner_name: HashMap::new(),
+            plan_by_source_name: HashMap::new(),
             texts: HashMap::new(),
+            transformer: None,
+            transform_counts: TransformCounts::default(),
         }
+    }
+
+    /// Asks `transformer` (if any) what to apply for each record (see
+    /// [`crate::transformation`]): the record as it is, nothing, or source row changes, which
+    /// are planned like the records' own (combined per row, ordered, merged).
+    pub fn with_transformer(mut self, transformer: Option<Arc<dyn RecordTransformer>>) -> Self {
+        self.transformer = transformer;
+        self
+    }
+
+    /// What the transformation plugin did with the records of the plans made since the last
+    /// call (each [`StatementPlanner::plan`] starts counting afresh).
+    pub fn take_transform_counts(&mut self) -> TransformCounts {
+        std::mem::take(&mut self.transform_counts)
     }
 
     /// The target schema the planner works with.
@@ -334,6 +361,7 @@ impl StatementPlanner {
         &mut self,
         transactions: &[SpannerTransaction],
     ) -> Result<Vec<PlannedStatement>, WriterError> {
+        self.transform_counts = TransformCounts::default();
         let mut changes = Vec::new();
         for transaction in transactions {
             let own = self.transaction_changes(transaction)?;
@@ -347,6 +375,7 @@ impl StatementPlanner {
         &mut self,
         transaction: &SpannerTransaction,
     ) -> Result<Vec<RowOp>, WriterError> {
+        self.transform_counts = TransformCounts::default();
         let changes = self.transaction_changes(transaction)?;
         Ok(changes
             .into_iter()
@@ -366,11 +395,174 @@ impl StatementPlanner {
         transaction: &SpannerTransaction,
     ) -> Result<Vec<RowChange>, WriterError> {
         let mut own = Vec::with_capacity(transaction.len());
-        for record in transaction.records() {
-            self.change(record, &mut own)?;
+        match self.transformer.clone() {
+            None => {
+                for record in transaction.records() {
+                    self.change(record, &mut own)?;
+                }
+            }
+            Some(transformer) => {
+                for record in transaction.records() {
+                    self.transformed_change(&*transformer, record, &mut own)?;
+                }
+            }
         }
         let combined = self.combine(own);
         Ok(self.order(combined))
+    }
+
+    /// Asks the plugin about `record` and adds what it answers to `out`.
+    fn transformed_change(
+        &mut self,
+        transformer: &dyn RecordTransformer,
+        record: &ChangeRecord,
+        out: &mut Vec<RowChange>,
+    ) -> Result<(), WriterError> {
+        let answer = transformer
+            .transform(&self.shard, record)
+            .map_err(|problem| self.transformation_failure(transformer, record, problem))?;
+        match answer {
+            Transformed::Keep => {
+                self.transform_counts.kept(&record.table_name);
+                self.change(record, out)
+            }
+            Transformed::Drop => {
+                self.transform_counts.dropped(&record.table_name);
+                Ok(())
+            }
+            Transformed::Write { rows } => {
+                for row in rows {
+                    self.source_change(record, row, out).map_err(|problem| {
+                        self.transformation_failure(transformer, record, problem)
+                    })?;
+                }
+                self.transform_counts.transformed(&record.table_name);
+                Ok(())
+            }
+        }
+    }
+
+    fn transformation_failure(
+        &self,
+        transformer: &dyn RecordTransformer,
+        record: &ChangeRecord,
+        problem: TransformationProblem,
+    ) -> WriterError {
+        WriterError::Transformation(Box::new(TransformationFailure {
+            shard: self.shard.clone(),
+            plugin: transformer.name().to_string(),
+            table: record.table_name.clone(),
+            key: record.the_mod().keys_json.clone(),
+            position: CommitPosition::of(record).to_string(),
+            problem,
+        }))
+    }
+
+    /// The plan of source table `table`, written by the transformation plugin.
+    fn source_plan_for(&mut self, table: &str) -> Result<usize, TransformationProblem> {
+        if let Some(&index) = self.plan_by_source_name.get(table) {
+            return Ok(index);
+        }
+        let target = self.schema.table(table).cloned().ok_or_else(|| {
+            TransformationProblem::UnknownTable {
+                table: table.to_string(),
+                database: self.schema.database().to_string(),
+            }
+        })?;
+        if target.primary_key.is_empty() {
+            return Err(TransformationProblem::NoPrimaryKey {
+                table: target.name.clone(),
+            });
+        }
+        let index = self.add_plan(table.to_string(), target);
+        self.plan_by_source_name.insert(table.to_string(), index);
+        Ok(index)
+    }
+
+    /// A row change of the plugin as a row change into `out`: its values converted by the
+    /// writer's type rules, by the source column's type.
+    fn source_change(
+        &mut self,
+        record: &ChangeRecord,
+        row: SourceRow,
+        out: &mut Vec<RowChange>,
+    ) -> Result<(), TransformationProblem> {
+        let plan = self.source_plan_for(&row.table)?;
+        let upsert = row.operation == Operation::Upsert;
+        let primary_key = Arc::clone(&self.plans[plan].primary_key);
+        let table = Arc::clone(&self.plans[plan].target);
+        let rules = *self.mapping.rules();
+        let mut values: Vec<(usize, Value)> = Vec::with_capacity(row.values.len());
+        for (column, value) in &row.values {
+            let Some((index, target)) = table.column(column) else {
+                return Err(TransformationProblem::UnknownColumn {
+                    table: table.name.clone(),
+                    column: column.clone(),
+                });
+            };
+            if values.iter().any(|(i, _)| *i == index) {
+                return Err(TransformationProblem::DuplicateColumn {
+                    table: table.name.clone(),
+                    column: target.name.clone(),
+                });
+            }
+            if !upsert && !primary_key.contains(&index) {
+                continue;
+            }
+            if target.generated {
+                return Err(TransformationProblem::GeneratedColumn {
+                    table: table.name.clone(),
+                    column: target.name.clone(),
+                });
+            }
+            let converted = convert(value, target, None, &self.zone, &rules).map_err(|error| {
+                TransformationProblem::Conversion {
+                    table: table.name.clone(),
+                    column: target.name.clone(),
+                    column_type: target.column_type.clone(),
+                    error,
+                }
+            })?;
+            if converted.rounded {
+                crate::telemetry::decimal_rounded(&self.shard, &table.name, &target.name);
+            }
+            values.push((index, converted.value));
+        }
+        let mut key_of_row = Vec::with_capacity(primary_key.len());
+        for &key_index in primary_key.iter() {
+            match values.iter().find(|(i, _)| *i == key_index) {
+                Some((_, value)) => key_of_row.push(value.clone()),
+                None => {
+                    return Err(TransformationProblem::MissingKey {
+                        table: table.name.clone(),
+                        column: table.columns[key_index].name.clone(),
+                    });
+                }
+            }
+        }
+        let fingerprint = fingerprint(&key_of_row.iter().collect::<Vec<_>>());
+        let (kind, columns, values) = if upsert {
+            values.sort_by_key(|(index, _)| *index);
+            let columns = self.column_set(plan, values.iter().map(|(i, _)| *i).collect());
+            let values: Vec<Value> = values.into_iter().map(|(_, v)| v).collect();
+            (StatementKind::Upsert, columns, values)
+        } else {
+            (StatementKind::Delete, primary_key, key_of_row)
+        };
+        out.push(RowChange {
+            plan,
+            node: self.plans[plan].node,
+            kind,
+            bytes: values.iter().map(value_bytes).sum(),
+            columns,
+            values,
+            fingerprint,
+            identity: None,
+            row: 0,
+            existed: record.mod_type != ModType::Insert,
+            key_text: record.the_mod().keys_json.clone(),
+        });
+        Ok(())
     }
 
     fn plan_for(&mut self, spanner_table: &str) -> Result<usize, WriterError> {
@@ -402,6 +594,15 @@ impl StatementPlanner {
                 table: target.name.clone(),
             });
         }
+        let index = self.add_plan(spanner_table.to_string(), target);
+        self.plan_by_spanner_name
+            .insert(spanner_table.to_string(), index);
+        Ok(index)
+    }
+
+    /// Adds the plan of `target` for the records of Spanner table `spanner_name` (or, for the
+    /// plugin's row changes, named after the source table) and returns its index.
+    fn add_plan(&mut self, spanner_name: String, target: Arc<TargetTable>) -> usize {
         let node = self.graph.nodes.get(&target.name).copied().unwrap_or(0);
         let primary_key: Arc<[usize]> = target.primary_key.clone().into();
         let commutes = self.commutes(node, &target);
@@ -419,7 +620,7 @@ impl StatementPlanner {
             .filter_map(|fk| Some((indexes(&fk.columns)?, indexes(&fk.referenced_columns)?)))
             .collect();
         self.plans.push(TablePlan {
-            spanner_name: spanner_table.to_string(),
+            spanner_name,
             target,
             node,
             slots: HashMap::new(),
@@ -429,10 +630,7 @@ impl StatementPlanner {
             keys_incomplete: false,
             self_references,
         });
-        let index = self.plans.len() - 1;
-        self.plan_by_spanner_name
-            .insert(spanner_table.to_string(), index);
-        Ok(index)
+        self.plans.len() - 1
     }
 
     fn slot(&mut self, plan: usize, column: &str) -> Result<Slot, WriterError> {
@@ -794,14 +992,15 @@ impl StatementPlanner {
         let mut index: HashMap<(usize, bool, String), usize> = HashMap::new();
         for change in changes {
             let spanner_key = change.identity.is_some();
+            let table = row_table(&change);
             let known = if hashed {
-                let key = (change.plan, spanner_key, exact(self.row_values(&change)));
+                let key = (table, spanner_key, exact(self.row_values(&change)));
                 let next = rows.len();
                 let slot = *index.entry(key).or_insert(next);
                 (slot < next).then_some(slot)
             } else {
                 seen.iter().position(|(plan, by_spanner_key, key)| {
-                    *plan == change.plan
+                    *plan == table
                         && *by_spanner_key == spanner_key
                         && key.len() == self.row_len(&change)
                         && key
@@ -815,7 +1014,7 @@ impl StatementPlanner {
                 None => {
                     if !hashed {
                         let key = self.row_values(&change).cloned().collect();
-                        seen.push((change.plan, spanner_key, key));
+                        seen.push((table, spanner_key, key));
                     }
                     rows.push(Net {
                         deletes: Vec::new(),
@@ -899,7 +1098,7 @@ impl StatementPlanner {
 
     /// Whether two changes are of the same row.
     fn same_row(&self, a: &RowChange, b: &RowChange) -> bool {
-        a.plan == b.plan
+        row_table(a) == row_table(b)
             && a.identity.is_some() == b.identity.is_some()
             && self.row_len(a) == self.row_len(b)
             && (0..self.row_len(a)).all(|k| self.row_value(a, k) == self.row_value(b, k))
@@ -1018,16 +1217,17 @@ impl StatementPlanner {
             }
         }
         // A new row of a table that references itself before the rows referencing it.
-        let mut planned: Vec<usize> = changes.iter().map(|c| c.plan).collect();
+        // (By table: a table's changes may come from several plans, records and the plugin.)
+        let mut planned: Vec<(usize, usize)> = changes.iter().map(|c| (c.node, c.plan)).collect();
         planned.sort_unstable();
-        planned.dedup();
-        for plan in planned {
+        planned.dedup_by_key(|(node, _)| *node);
+        for (node, plan) in planned {
             for (referencing, referenced) in &self.plans[plan].self_references {
                 let upserts = || {
                     changes
                         .iter()
                         .enumerate()
-                        .filter(move |(_, c)| c.plan == plan && c.kind == StatementKind::Upsert)
+                        .filter(move |(_, c)| c.node == node && c.kind == StatementKind::Upsert)
                 };
                 let by_key: HashMap<String, usize> = upserts()
                     .filter_map(|(i, c)| Some((values_at(c, referenced)?, i)))
@@ -1107,9 +1307,17 @@ impl StatementPlanner {
         let mut statements = Vec::new();
         let mut in_order = Vec::with_capacity(changes.len());
         let mut commuting: Vec<(usize, Vec<RowChange>)> = Vec::new();
+        // A table some of whose records lack MySQL key columns keeps its order, whichever
+        // Spanner table (or the transformation plugin) its changes come from.
+        let incomplete: HashSet<usize> = self
+            .plans
+            .iter()
+            .filter(|plan| plan.keys_incomplete)
+            .map(|plan| plan.node)
+            .collect();
         for change in changes {
             let plan = &self.plans[change.plan];
-            if !plan.commutes || plan.keys_incomplete {
+            if !plan.commutes || incomplete.contains(&change.node) {
                 in_order.push(change);
             } else if let Some((_, bucket)) = commuting.iter_mut().find(|(n, _)| *n == change.node)
             {
@@ -1243,6 +1451,17 @@ impl StatementPlanner {
             params,
             keys,
         }
+    }
+}
+
+/// What a change's row is identified within: its plan when it is identified by Spanner key
+/// values (which mean something only for its Spanner table), else its MySQL table (a row of
+/// a table is the same row whether a record or the transformation plugin changes it).
+fn row_table(change: &RowChange) -> usize {
+    if change.identity.is_some() {
+        change.plan
+    } else {
+        change.node
     }
 }
 
@@ -1411,6 +1630,7 @@ fn value_bytes(value: &Value) -> usize {
 mod tests {
     use super::*;
     use crate::schema::{ForeignKey, TargetColumn};
+    use crate::transformation::TableCounts;
     use revrepl_record::{Mod, Timestamp};
 
     fn record(table: &str, kind: ModType, keys: &str, values: &str, seq: u32) -> ChangeRecord {
@@ -1515,6 +1735,207 @@ mod tests {
             .iter()
             .map(|s| format!("{}:{:?}:{}", s.table, s.kind, s.rows()))
             .collect()
+    }
+
+    /// A transformation for planner tests: `event` records become an upsert of `parent`
+    /// (name = the event's `v`) plus an upsert of `event`; `child` records are dropped; a
+    /// record whose `v` is `"bad-table"`, `"bad-column"`, `"long"` or `"refuse"` gets the
+    /// matching mistake; everything else is kept.
+    #[derive(Debug)]
+    struct Reshape;
+
+    impl RecordTransformer for Reshape {
+        fn name(&self) -> &str {
+            "/plugins/libreshape.so"
+        }
+
+        fn transform(
+            &self,
+            _shard: &ShardId,
+            record: &ChangeRecord,
+        ) -> Result<Transformed, TransformationProblem> {
+            let keys: Map<String, Json> =
+                serde_json::from_str(&record.the_mod().keys_json).expect("test keys");
+            let values: Map<String, Json> =
+                serde_json::from_str(&record.the_mod().new_values_json).expect("test values");
+            let id = keys["id"].clone();
+            let v = values.get("v").cloned().unwrap_or(Json::Null);
+            let row = |table: &str| SourceRow::upsert(table).set("id", id.clone());
+            match (record.table_name.as_str(), v.as_str()) {
+                (_, Some("refuse")) => Err(TransformationProblem::Refused("no".into())),
+                (_, Some("bad-table")) => Ok(Transformed::rows([row("nowhere")])),
+                (_, Some("bad-column")) => Ok(Transformed::rows([row("parent").set("nope", 1)])),
+                (_, Some("long")) => Ok(Transformed::rows([
+                    row("parent").set("name", "far too long for ten")
+                ])),
+                ("event", _) if record.mod_type == ModType::Delete => Ok(Transformed::rows([
+                    SourceRow::delete("event")
+                        .set("id", id.clone())
+                        .set("v", "ignored"),
+                    SourceRow::delete("parent").set("id", id.clone()),
+                ])),
+                ("event", _) => Ok(Transformed::rows([
+                    row("parent").set("name", v.clone()),
+                    row("event").set("v", v.clone()),
+                ])),
+                ("child", _) => Ok(Transformed::Drop),
+                _ => Ok(Transformed::Keep),
+            }
+        }
+    }
+
+    fn transforming(limits: StatementLimits) -> StatementPlanner {
+        planner(limits).with_transformer(Some(Arc::new(Reshape)))
+    }
+
+    #[test]
+    fn plugin_rows_are_planned_like_records_in_the_plugins_tables_and_counted() {
+        let mut p = transforming(StatementLimits::default());
+        let statements = plan(
+            &mut p,
+            vec![
+                record("event", ModType::Insert, r#"{"id":"1"}"#, r#"{"v":"a"}"#, 0),
+                record(
+                    "child",
+                    ModType::Insert,
+                    r#"{"id":"5"}"#,
+                    r#"{"parent_id":"1"}"#,
+                    1,
+                ),
+                record(
+                    "node",
+                    ModType::Insert,
+                    r#"{"id":"7"}"#,
+                    r#"{"up":null}"#,
+                    2,
+                ),
+            ],
+        );
+        assert_eq!(
+            shape(&statements),
+            // `event` commutes across keys: merged in rounds after the other tables.
+            vec!["parent:Upsert:1", "node:Upsert:1", "event:Upsert:1"],
+            "{statements:#?}"
+        );
+        assert_eq!(
+            statements[0].params,
+            vec![Value::Int(1), Value::Bytes(b"a".to_vec())]
+        );
+        assert_eq!(statements[0].keys, vec![r#"{"id":"1"}"#.to_string()]);
+        let counts = p.take_transform_counts();
+        let by_table: Vec<(&str, TableCounts)> = counts.tables().map(|(t, c)| (t, *c)).collect();
+        assert_eq!(
+            by_table,
+            vec![
+                (
+                    "child",
+                    TableCounts {
+                        dropped: 1,
+                        ..Default::default()
+                    }
+                ),
+                (
+                    "event",
+                    TableCounts {
+                        transformed: 1,
+                        ..Default::default()
+                    }
+                ),
+                (
+                    "node",
+                    TableCounts {
+                        kept: 1,
+                        ..Default::default()
+                    }
+                ),
+            ]
+        );
+        assert!(p.take_transform_counts().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn a_plugin_row_and_a_kept_record_of_the_same_row_combine_into_its_net_change() {
+        let mut p = transforming(StatementLimits::default());
+        // The plugin upserts parent 1; the kept parent record then deletes it, in the same
+        // transaction: the net effect is one delete.
+        let statements = plan(
+            &mut p,
+            vec![
+                record("event", ModType::Insert, r#"{"id":"1"}"#, r#"{"v":"a"}"#, 0),
+                record("parent", ModType::Delete, r#"{"id":"1"}"#, "{}", 1),
+            ],
+        );
+        assert_eq!(
+            shape(&statements),
+            vec!["parent:Delete:1", "event:Upsert:1"],
+            "{statements:#?}"
+        );
+        // A plugin delete carries only the key, whatever else it names.
+        let statements = plan(
+            &mut p,
+            vec![in_tx(
+                record("event", ModType::Delete, r#"{"id":"2"}"#, "{}", 0),
+                "t2",
+            )],
+        );
+        assert_eq!(
+            shape(&statements),
+            vec!["parent:Delete:1", "event:Delete:1"]
+        );
+        assert_eq!(
+            statements[1].sql.as_ref(),
+            "DELETE FROM `event` WHERE `id`=?"
+        );
+    }
+
+    #[test]
+    fn plugin_mistakes_are_definite_errors_naming_the_plugin_table_and_key() {
+        use revrepl_record::Classify;
+        for (v, expected, record_fault) in [
+            ("refuse", "refused the record: no", true),
+            (
+                "bad-table",
+                "wrote to table \"nowhere\", which does not exist in database \"db\"",
+                false,
+            ),
+            (
+                "bad-column",
+                "wrote column \"nope\", which table \"parent\" does not have",
+                false,
+            ),
+            (
+                "long",
+                "gave column name (varchar(10)) of table parent a value that does not fit",
+                true,
+            ),
+        ] {
+            let mut p = transforming(StatementLimits::default());
+            let values = format!(r#"{{"v":"{v}"}}"#);
+            let transactions = SpannerTransaction::group(vec![record(
+                "event",
+                ModType::Update,
+                r#"{"id":"9"}"#,
+                &values,
+                0,
+            )]);
+            let error = p.plan(&transactions).expect_err(v);
+            let text = error.to_string();
+            for part in [
+                "shard s1",
+                "transformation plugin \"/plugins/libreshape.so\"",
+                expected,
+                "Spanner table \"event\"",
+                r#"key {"id":"9"}"#,
+            ] {
+                assert!(text.contains(part), "{v}: {part:?} missing from {text}");
+            }
+            assert!(
+                !text.contains("far too long"),
+                "no values in errors: {text}"
+            );
+            assert_eq!(error.class(), revrepl_record::ErrorClass::Definite, "{v}");
+            assert_eq!(error.is_record_fault(), record_fault, "{v}");
+        }
     }
 
     #[test]

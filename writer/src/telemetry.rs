@@ -1,9 +1,13 @@
 //! The writer's metrics, through the OpenTelemetry metrics API (exported by whatever meter
-//! provider the binary installs; no-op otherwise). Every instrument has a `shard` attribute.
+//! provider the binary installs; no-op otherwise). Every instrument has a `shard` attribute;
+//! the transformation plugin's also a `table` attribute (the Spanner table).
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
 use revrepl_record::{ShardId, Timestamp};
+
+use crate::error::WriterError;
+use crate::transformation::TransformCounts;
 
 /// Instruments of the writer; cheap to clone.
 #[derive(Debug, Clone)]
@@ -16,6 +20,10 @@ pub struct WriterMetrics {
     reader_waits: Counter<u64>,
     dead_lettered: Counter<u64>,
     failed: Gauge<u64>,
+    records_transformed: Counter<u64>,
+    records_kept_by_plugin: Counter<u64>,
+    records_dropped_by_plugin: Counter<u64>,
+    plugin_errors: Counter<u64>,
 }
 
 impl WriterMetrics {
@@ -64,6 +72,27 @@ impl WriterMetrics {
                 .u64_gauge("revrepl.writer.shard_failed")
                 .with_description("1 while a shard is stopped by a definite error, else 0")
                 .build(),
+            records_transformed: meter
+                .u64_counter("revrepl.writer.records_transformed")
+                .with_description(
+                    "Records the transformation plugin replaced by source row changes, applied",
+                )
+                .build(),
+            records_kept_by_plugin: meter
+                .u64_counter("revrepl.writer.records_kept_by_plugin")
+                .with_description("Records the transformation plugin kept as they are, applied")
+                .build(),
+            records_dropped_by_plugin: meter
+                .u64_counter("revrepl.writer.records_dropped_by_plugin")
+                .with_description("Records the transformation plugin dropped (nothing applied)")
+                .build(),
+            plugin_errors: meter
+                .u64_counter("revrepl.writer.plugin_errors")
+                .with_description(
+                    "Records the transformation plugin failed on (the shard stopped or the \
+                     transaction was set aside)",
+                )
+                .build(),
         }
     }
 
@@ -89,6 +118,36 @@ impl WriterMetrics {
             total += *records as u64;
         }
         self.records_applied.add(total, &attributes);
+    }
+
+    /// Counts what the transformation plugin did with records just applied.
+    pub(crate) fn transformations(&self, shard: &ShardId, counts: &TransformCounts) {
+        for (table, counts) in counts.tables() {
+            let attributes = [
+                KeyValue::new("shard", shard.to_string()),
+                KeyValue::new("table", table.to_string()),
+            ];
+            for (counter, value) in [
+                (&self.records_transformed, counts.transformed),
+                (&self.records_kept_by_plugin, counts.kept),
+                (&self.records_dropped_by_plugin, counts.dropped),
+            ] {
+                if value > 0 {
+                    counter.add(value, &attributes);
+                }
+            }
+        }
+    }
+
+    /// Counts a record the transformation plugin failed on, when `error` is such a failure.
+    pub(crate) fn plugin_error(&self, error: &WriterError) {
+        if let WriterError::Transformation(failure) = error {
+            let attributes = [
+                KeyValue::new("shard", failure.shard.to_string()),
+                KeyValue::new("table", failure.table.clone()),
+            ];
+            self.plugin_errors.add(1, &attributes);
+        }
     }
 
     pub(crate) fn retry(&self, shard: &ShardId) {

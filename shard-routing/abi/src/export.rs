@@ -1,5 +1,7 @@
-//! The generic side of [`export_router!`](crate::export_router): the function table of a
-//! [`ShardRouterPlugin`] and the `extern "C-unwind"` functions in it.
+//! The generic side of [`export_router!`](crate::export_router) and
+//! [`export_transformer!`](crate::export_transformer): the function tables of a
+//! [`ShardRouterPlugin`] and of a [`TransformationPlugin`], and the `extern "C-unwind"`
+//! functions in them.
 //!
 //! Invariants every function here keeps:
 //! - no unwind leaves it: the plugin's code runs inside `catch_unwind`, and a panic becomes
@@ -13,7 +15,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::{
     ABI_VERSION, PluginBuffer, PluginError, RouteRequest, RouteResponse, RouterVTable,
-    STATUS_ERROR, STATUS_OK, STATUS_PANIC, ShardRouterPlugin,
+    STATUS_ERROR, STATUS_OK, STATUS_PANIC, ShardRouterPlugin, TransformRequest,
+    TransformationPlugin, TransformerVTable,
 };
 
 /// The static function table of router type `R`.
@@ -24,7 +27,20 @@ pub fn vtable<R: ShardRouterPlugin>() -> *const RouterVTable {
             init: init::<R>,
             route: route::<R>,
             free_buffer,
-            drop_router: drop_router::<R>,
+            drop_router: drop_handle::<R>,
+        }
+    }
+}
+
+/// The static function table of transformer type `T`.
+pub fn transformer_vtable<T: TransformationPlugin>() -> *const TransformerVTable {
+    const {
+        &TransformerVTable {
+            abi_version: ABI_VERSION,
+            init: init_transformer::<T>,
+            transform: transform::<T>,
+            free_buffer,
+            drop_transformer: drop_handle::<T>,
         }
     }
 }
@@ -120,8 +136,7 @@ fn utf8(bytes: &[u8], what: &str) -> Result<String, PluginError> {
 ///
 /// # Safety
 ///
-/// `params` valid for `params_len` bytes (or `params_len == 0`); `router_out` and
-/// `message_out` valid for one write each.
+/// As [`init_handle`].
 unsafe extern "C-unwind" fn init<R: ShardRouterPlugin>(
     params: *const u8,
     params_len: usize,
@@ -129,18 +144,50 @@ unsafe extern "C-unwind" fn init<R: ShardRouterPlugin>(
     message_out: *mut PluginBuffer,
 ) -> i32 {
     // SAFETY: forwarded from the caller.
+    unsafe { init_handle(params, params_len, router_out, message_out, R::init) }
+}
+
+/// [`TransformerVTable::init`] for transformer type `T`.
+///
+/// # Safety
+///
+/// As [`init_handle`].
+unsafe extern "C-unwind" fn init_transformer<T: TransformationPlugin>(
+    params: *const u8,
+    params_len: usize,
+    transformer_out: *mut *mut c_void,
+    message_out: *mut PluginBuffer,
+) -> i32 {
+    // SAFETY: forwarded from the caller.
+    unsafe { init_handle(params, params_len, transformer_out, message_out, T::init) }
+}
+
+/// Builds a handle with `make` from the parameter string.
+///
+/// # Safety
+///
+/// `params` valid for `params_len` bytes (or `params_len == 0`); `handle_out` and
+/// `message_out` valid for one write each.
+unsafe fn init_handle<T>(
+    params: *const u8,
+    params_len: usize,
+    handle_out: *mut *mut c_void,
+    message_out: *mut PluginBuffer,
+    make: fn(&str) -> Result<T, PluginError>,
+) -> i32 {
+    // SAFETY: forwarded from the caller.
     let params = unsafe { input(params, params_len) };
-    let outcome = run(|| R::init(&utf8(params, "parameter string")?));
+    let outcome = run(|| make(&utf8(params, "parameter string")?));
     let status = status_of(&outcome);
     // SAFETY: forwarded from the caller.
-    if let Some(router) = unsafe { report(outcome, message_out) } {
-        if router_out.is_null() {
-            drop(router);
+    if let Some(handle) = unsafe { report(outcome, message_out) } {
+        if handle_out.is_null() {
+            drop(handle);
             return STATUS_ERROR;
         }
-        let handle = Box::into_raw(Box::new(router)).cast::<c_void>();
+        let handle = Box::into_raw(Box::new(handle)).cast::<c_void>();
         // SAFETY: checked non-null; the caller guarantees it is valid for a write.
-        unsafe { router_out.write(handle) };
+        unsafe { handle_out.write(handle) };
     }
     status
 }
@@ -149,8 +196,7 @@ unsafe extern "C-unwind" fn init<R: ShardRouterPlugin>(
 ///
 /// # Safety
 ///
-/// `router` must be a handle `init::<R>` returned and not yet dropped; `request` valid for
-/// `request_len` bytes; `response_out` valid for one write.
+/// As [`answer`].
 unsafe extern "C-unwind" fn route<R: ShardRouterPlugin>(
     router: *const c_void,
     request: *const u8,
@@ -158,17 +204,69 @@ unsafe extern "C-unwind" fn route<R: ShardRouterPlugin>(
     response_out: *mut PluginBuffer,
 ) -> i32 {
     // SAFETY: forwarded from the caller.
+    unsafe {
+        answer(
+            router,
+            request,
+            request_len,
+            response_out,
+            |router: &R, request: RouteRequest| {
+                let logical_shard_id = router.route(&request)?;
+                Ok(serde_json::to_vec(&RouteResponse { logical_shard_id })?)
+            },
+        )
+    }
+}
+
+/// [`TransformerVTable::transform`] for transformer type `T`.
+///
+/// # Safety
+///
+/// As [`answer`].
+unsafe extern "C-unwind" fn transform<T: TransformationPlugin>(
+    transformer: *const c_void,
+    request: *const u8,
+    request_len: usize,
+    response_out: *mut PluginBuffer,
+) -> i32 {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        answer(
+            transformer,
+            request,
+            request_len,
+            response_out,
+            |transformer: &T, request: TransformRequest| {
+                Ok(serde_json::to_vec(&transformer.transform(&request)?)?)
+            },
+        )
+    }
+}
+
+/// Decodes the JSON request, lets `call` answer it with the plugin behind `handle`, and
+/// writes the answer (or the refusal or panic message) to `response_out`.
+///
+/// # Safety
+///
+/// `handle` must be a handle `init_handle::<H>` returned and not yet dropped; `request` valid
+/// for `request_len` bytes; `response_out` valid for one write.
+unsafe fn answer<H: Sync, Q: serde::de::DeserializeOwned>(
+    handle: *const c_void,
+    request: *const u8,
+    request_len: usize,
+    response_out: *mut PluginBuffer,
+    call: impl FnOnce(&H, Q) -> Result<Vec<u8>, PluginError>,
+) -> i32 {
+    // SAFETY: forwarded from the caller.
     let request = unsafe { input(request, request_len) };
     let outcome = run(|| {
-        // SAFETY: the caller guarantees `router` is a live `Box<R>` made by `init::<R>`;
-        // `R: Sync`, so shared use from several threads is sound.
-        let router = unsafe { router.cast::<R>().as_ref() }
-            .ok_or_else(|| PluginError::new("the router handle is null"))?;
-        let request: RouteRequest = serde_json::from_slice(request)
+        // SAFETY: the caller guarantees `handle` is a live `Box<H>` made by `init_handle`;
+        // `H: Sync`, so shared use from several threads is sound.
+        let plugin = unsafe { handle.cast::<H>().as_ref() }
+            .ok_or_else(|| PluginError::new("the plugin handle is null"))?;
+        let request: Q = serde_json::from_slice(request)
             .map_err(|error| PluginError::new(format!("the request is not valid: {error}")))?;
-        let logical_shard_id = router.route(&request)?;
-        let response = serde_json::to_vec(&RouteResponse { logical_shard_id })?;
-        Ok(response)
+        call(plugin, request)
     });
     let status = status_of(&outcome);
     // SAFETY: forwarded from the caller.
@@ -189,18 +287,19 @@ unsafe extern "C-unwind" fn free_buffer(buffer: PluginBuffer) {
     drop(unsafe { buffer.into_vec() });
 }
 
-/// [`RouterVTable::drop_router`] for router type `R`.
+/// [`RouterVTable::drop_router`] and [`TransformerVTable::drop_transformer`] for plugin
+/// type `H`.
 ///
 /// # Safety
 ///
-/// `router` must be a handle `init::<R>` returned, not used again afterwards.
-unsafe extern "C-unwind" fn drop_router<R: ShardRouterPlugin>(router: *mut c_void) {
-    if router.is_null() {
+/// `handle` must be a handle `init_handle::<H>` returned, not used again afterwards.
+unsafe extern "C-unwind" fn drop_handle<H>(handle: *mut c_void) {
+    if handle.is_null() {
         return;
     }
-    // SAFETY: the caller guarantees `router` is the `Box<R>` made by `init::<R>`.
-    let router = unsafe { Box::from_raw(router.cast::<R>()) };
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(router))) {
+    // SAFETY: the caller guarantees `handle` is the `Box<H>` made by `init_handle::<H>`.
+    let handle = unsafe { Box::from_raw(handle.cast::<H>()) };
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(handle))) {
         drop(panic_message(payload));
     }
 }
@@ -275,6 +374,62 @@ mod tests {
             };
             (status, self.take(response))
         }
+    }
+
+    /// Keeps `Kept` records, drops `Gone` ones, panics on `Boom`.
+    struct Sorter;
+
+    impl TransformationPlugin for Sorter {
+        fn init(_params: &str) -> Result<Self, PluginError> {
+            Ok(Self)
+        }
+
+        fn transform(&self, request: &TransformRequest) -> Result<crate::Transformed, PluginError> {
+            match request.table.as_str() {
+                "Kept" => Ok(crate::Transformed::Keep),
+                "Gone" => Ok(crate::Transformed::Drop),
+                other => panic!("transform asked to panic on {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn transformers_answer_json_and_panics_become_a_status() {
+        // SAFETY: `transformer_vtable` returns a pointer to a promoted constant.
+        let table = unsafe { &*transformer_vtable::<Sorter>() };
+        assert_eq!(table.abi_version, ABI_VERSION);
+        let mut handle = std::ptr::null_mut();
+        let mut message = PluginBuffer::EMPTY;
+        // SAFETY: valid pointers; an empty parameter string.
+        let status = unsafe { (table.init)(std::ptr::null(), 0, &mut handle, &mut message) };
+        assert_eq!(status, STATUS_OK);
+        let call = |table_name: &str| -> (i32, String) {
+            let request = format!(
+                r#"{{"table":"{table_name}","logicalShardId":"ls1","modType":"INSERT","keys":{{}},"commitTimestamp":"t","serverTransactionId":"x"}}"#
+            );
+            let mut response = PluginBuffer::EMPTY;
+            // SAFETY: `handle` came from `init`; valid pointers and lengths.
+            let status = unsafe {
+                (table.transform)(handle, request.as_ptr(), request.len(), &mut response)
+            };
+            // SAFETY: the buffer came from this table and is taken back once.
+            let bytes = unsafe { response.into_vec() }.unwrap_or_default();
+            (status, String::from_utf8(bytes).expect("UTF-8"))
+        };
+        assert_eq!(
+            call("Kept"),
+            (STATUS_OK, r#"{"action":"keep"}"#.to_string())
+        );
+        assert_eq!(
+            call("Gone"),
+            (STATUS_OK, r#"{"action":"drop"}"#.to_string())
+        );
+        assert_eq!(
+            call("Boom"),
+            (STATUS_PANIC, "transform asked to panic on Boom".to_string())
+        );
+        // SAFETY: `handle` came from `init` and is not used again.
+        unsafe { (table.drop_transformer)(handle) };
     }
 
     #[test]

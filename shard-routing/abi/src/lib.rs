@@ -1,4 +1,10 @@
-//! The C ABI between revrepl and shard-router plugins (DESIGN §5).
+//! The C ABI between revrepl and its plugins: shard routers (DESIGN §5) and transformations
+//! (docs/transformations.md). One library may be either or both.
+//!
+//! A transformation plugin implements [`TransformationPlugin`] and calls
+//! [`export_transformer!`]; see [`TransformRequest`] and [`Transformed`] for what crosses the
+//! boundary. The rest of this page is about routers; transformations follow the same rules
+//! with their own entry symbol, [`TRANSFORMER_ENTRY_SYMBOL`].
 //!
 //! A shard-router plugin is a `cdylib` that decides the logical shard of a Spanner row. It
 //! depends on this crate only, implements [`ShardRouterPlugin`] and calls [`export_router!`]
@@ -57,6 +63,13 @@ use serde_json::{Map, Value};
 
 #[doc(hidden)]
 pub mod export;
+mod transform;
+
+pub use transform::{
+    DropTransformerFn, Operation, SourceRow, TRANSFORMER_ENTRY_SYMBOL,
+    TRANSFORMER_ENTRY_SYMBOL_PREFIX, TransformFn, TransformRequest, TransformationPlugin,
+    Transformed, TransformerEntryFn, TransformerInitFn, TransformerVTable,
+};
 
 /// The ABI version this crate implements; bumped on any incompatible change of
 /// [`RouterVTable`] or of the JSON shapes.
@@ -190,36 +203,43 @@ impl RouteRequest {
     /// strings), numbers and booleans in their JSON spelling. NULL, arrays and objects are
     /// errors.
     pub fn text(&self, column: &str) -> Result<String, PluginError> {
-        match self.value(column)? {
-            Value::String(text) => Ok(text.clone()),
-            Value::Number(number) => Ok(number.to_string()),
-            Value::Bool(flag) => Ok(flag.to_string()),
-            Value::Null => Err(self.unusable(column, "is NULL")),
-            Value::Array(_) => Err(self.unusable(column, "is an array")),
-            Value::Object(_) => Err(self.unusable(column, "is an object")),
-        }
+        text_of(&self.table, column, self.value(column)?)
     }
 
     /// The value of `column` as a 64-bit integer, from a decimal string (Spanner's INT64
     /// encoding) or a JSON integer.
     pub fn int64(&self, column: &str) -> Result<i64, PluginError> {
-        match self.value(column)? {
-            Value::String(text) => text
-                .parse()
-                .map_err(|_| self.unusable(column, "is not a decimal INT64 string")),
-            Value::Number(number) => number
-                .as_i64()
-                .ok_or_else(|| self.unusable(column, "is not a 64-bit integer")),
-            Value::Null => Err(self.unusable(column, "is NULL")),
-            _ => Err(self.unusable(column, "is not an integer")),
-        }
+        int64_of(&self.table, column, self.value(column)?)
     }
+}
 
-    fn unusable(&self, column: &str, problem: &str) -> PluginError {
-        PluginError::new(format!(
-            "column {column:?} of table {:?} {problem}",
-            self.table
-        ))
+fn unusable(table: &str, column: &str, problem: &str) -> PluginError {
+    PluginError::new(format!("column {column:?} of table {table:?} {problem}"))
+}
+
+/// `value` of `column` as text (see [`RouteRequest::text`]).
+pub(crate) fn text_of(table: &str, column: &str, value: &Value) -> Result<String, PluginError> {
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        Value::Number(number) => Ok(number.to_string()),
+        Value::Bool(flag) => Ok(flag.to_string()),
+        Value::Null => Err(unusable(table, column, "is NULL")),
+        Value::Array(_) => Err(unusable(table, column, "is an array")),
+        Value::Object(_) => Err(unusable(table, column, "is an object")),
+    }
+}
+
+/// `value` of `column` as a 64-bit integer (see [`RouteRequest::int64`]).
+pub(crate) fn int64_of(table: &str, column: &str, value: &Value) -> Result<i64, PluginError> {
+    match value {
+        Value::String(text) => text
+            .parse()
+            .map_err(|_| unusable(table, column, "is not a decimal INT64 string")),
+        Value::Number(number) => number
+            .as_i64()
+            .ok_or_else(|| unusable(table, column, "is not a 64-bit integer")),
+        Value::Null => Err(unusable(table, column, "is NULL")),
+        _ => Err(unusable(table, column, "is not an integer")),
     }
 }
 
