@@ -40,6 +40,7 @@ pub mod error;
 pub mod google_secret_manager;
 pub mod overrides;
 pub mod plugin;
+pub mod plugin_host;
 pub mod request;
 pub mod router;
 pub mod secret;

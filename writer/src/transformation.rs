@@ -3,11 +3,9 @@
 //! writer plans its statements.
 //!
 //! Invariants:
-//! - a library is accepted only if it exports the transformation entry symbol of this ABI
-//!   version and its function table declares that version (read before any other field);
-//! - a loaded library is never unloaded, so its function table and handle stay valid;
-//! - `init` runs once, at load; every call is wrapped in `catch_unwind` (the ABI crate's
-//!   functions already catch the plugin's panics), so a panic is an error, never a crash;
+//! - loading is [`revrepl_shard_routing::plugin_host`]'s, as for routing plugins: the version
+//!   is checked first, the library is never unloaded, `init` runs once, and every call is
+//!   wrapped in `catch_unwind`, so a panic is an error, never a crash;
 //! - the request is built from the record's own JSON texts (checked to be JSON, not parsed
 //!   into maps), and the response is parsed into [`Transformed`]; anything else the plugin
 //!   returns is a [`TransformationProblem::Protocol`] error;
@@ -19,20 +17,16 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::ptr::NonNull;
 
-use libloading::Library;
 use revrepl_record::{ChangeRecord, ShardId};
 use revrepl_shard_router_abi::{
     ABI_VERSION, PluginBuffer, STATUS_ERROR, STATUS_OK, STATUS_PANIC, TRANSFORMER_ENTRY_SYMBOL,
-    TRANSFORMER_ENTRY_SYMBOL_PREFIX, TransformerEntryFn, TransformerVTable,
+    TransformerVTable,
 };
+use revrepl_shard_routing::plugin_host::{self, LoadFailure, take_buffer, text};
 
 pub use revrepl_shard_router_abi::{Operation, SourceRow, Transformed};
 
 use crate::convert::ConversionError;
-
-/// Other ABI versions looked for when the entry symbol is missing, to say which version a
-/// plugin was built for.
-const OTHER_VERSIONS: std::ops::RangeInclusive<u32> = 0..=32;
 
 /// Decides what the writer applies for each change record: the seam between the planner and
 /// a transformation plugin (one implementation per real system: [`PluginTransformer`]).
@@ -285,31 +279,12 @@ impl PluginTransformer {
     /// once.
     pub fn load(path: &Path, params: &str) -> Result<Self, TransformationLoadError> {
         let shown = path.display().to_string();
-        let load_error = |reason: String| TransformationLoadError::Load {
-            path: shown.clone(),
-            reason,
-        };
-        // An absolute path, so the loader never searches the system library path instead.
-        let absolute =
-            std::fs::canonicalize(path).map_err(|error| load_error(error.to_string()))?;
-        // SAFETY: loading runs the library's initialisers. The operator configured this file
-        // as a revrepl transformation plugin, which is the trust any plugin needs.
-        let library =
-            unsafe { Library::new(&absolute) }.map_err(|error| load_error(error.to_string()))?;
-        // SAFETY: every version of the ABI gives the entry symbol the type of its entry
-        // function, which takes nothing and returns a pointer.
-        let entry = match unsafe { library.get::<TransformerEntryFn>(TRANSFORMER_ENTRY_SYMBOL) } {
-            Ok(symbol) => *symbol,
-            Err(_) => return Err(missing_entry(&library, &shown)),
-        };
-        // SAFETY: as above; the library stays loaded (forgotten below).
-        let table = unsafe { table_from_entry(entry, &shown) }?;
-        std::mem::forget(library);
-        let handle = init(table, params, &shown)?;
+        let loaded = plugin_host::load::<TransformerVTable>(path, params)
+            .map_err(|failure| load_error(failure, &shown))?;
         Ok(Self {
             path: shown,
-            table,
-            handle,
+            table: loaded.table,
+            handle: loaded.handle,
         })
     }
 
@@ -486,117 +461,32 @@ fn malformed_part(record: &ChangeRecord) -> Option<TransformationProblem> {
     .map(|(what, _)| not_an_object(what))
 }
 
-/// Explains why a library has no transformation entry symbol: built for another ABI version,
-/// or not a transformation plugin at all.
-fn missing_entry(library: &Library, path: &str) -> TransformationLoadError {
-    for version in OTHER_VERSIONS.filter(|version| *version != ABI_VERSION) {
-        let symbol = format!("{TRANSFORMER_ENTRY_SYMBOL_PREFIX}{version}");
-        // SAFETY: only the symbol's presence is checked; it is never called or read.
-        if unsafe { library.get::<*const c_void>(symbol.as_str()) }.is_ok() {
-            return TransformationLoadError::AbiMismatch {
-                path: path.to_string(),
-                found: version,
-                expected: ABI_VERSION,
-            };
-        }
-    }
-    TransformationLoadError::NotAPlugin {
-        path: path.to_string(),
-        symbol: TRANSFORMER_ENTRY_SYMBOL,
-    }
-}
-
-/// Calls the entry function and checks the table it returns.
-///
-/// # Safety
-///
-/// `entry` must be callable as a [`TransformerEntryFn`] and stay valid for the life of the
-/// process, and the pointer it returns must be null or point to static data whose first field
-/// is a `u32`.
-unsafe fn table_from_entry(
-    entry: TransformerEntryFn,
-    path: &str,
-) -> Result<&'static TransformerVTable, TransformationLoadError> {
-    let broken = |problem: &str| TransformationLoadError::Init {
-        path: path.to_string(),
-        problem: format!("broke the plugin ABI at load: {problem}"),
-    };
-    // SAFETY: guaranteed by the caller; the entry function only returns a pointer.
-    let table =
-        catch_unwind(|| unsafe { entry() }).map_err(|_| broken("the entry function panicked"))?;
-    if table.is_null() {
-        return Err(broken("the entry function returned a null table"));
-    }
-    // SAFETY: every ABI version starts its table with the `u32` version.
-    let version = unsafe { table.cast::<u32>().read() };
-    if version != ABI_VERSION {
-        return Err(TransformationLoadError::AbiMismatch {
-            path: path.to_string(),
-            found: version,
-            expected: ABI_VERSION,
-        });
-    }
-    // SAFETY: the version says the table has the layout of `TransformerVTable`; it is static
-    // data of a library that is never unloaded.
-    Ok(unsafe { &*table })
-}
-
-/// Calls `init` once and returns the handle.
-fn init(
-    table: &'static TransformerVTable,
-    params: &str,
-    path: &str,
-) -> Result<NonNull<c_void>, TransformationLoadError> {
-    let mut handle: *mut c_void = std::ptr::null_mut();
-    let mut message = PluginBuffer::EMPTY;
-    let status = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `params` is valid for its length; `handle` and `message` are valid places
-        // for one write each.
-        unsafe { (table.init)(params.as_ptr(), params.len(), &mut handle, &mut message) }
-    }));
-    // SAFETY: `message` is empty or was written by this table's `init`.
-    let message = text(&unsafe { take_buffer(table, message) });
-    let failed = |problem: String| TransformationLoadError::Init {
-        path: path.to_string(),
+/// Words a loading failure as a transformation error.
+fn load_error(failure: LoadFailure, path: &str) -> TransformationLoadError {
+    let path = path.to_string();
+    let init = |problem: String| TransformationLoadError::Init {
+        path: path.clone(),
         problem,
     };
-    match status {
-        Err(_) => Err(failed(
-            "a panic escaped the plugin's init function".to_string(),
-        )),
-        Ok(STATUS_OK) => NonNull::new(handle)
-            .ok_or_else(|| failed("init succeeded but returned no handle".to_string())),
-        Ok(STATUS_ERROR) => Err(failed(format!("refused its parameters: {message}"))),
-        Ok(STATUS_PANIC) => Err(failed(format!("panicked: {message}"))),
-        Ok(other) => Err(failed(format!("unknown status {other}"))),
+    match failure {
+        LoadFailure::Open(reason) => TransformationLoadError::Load { path, reason },
+        LoadFailure::NotAPlugin => TransformationLoadError::NotAPlugin {
+            path,
+            symbol: TRANSFORMER_ENTRY_SYMBOL,
+        },
+        LoadFailure::AbiMismatch { found } => TransformationLoadError::AbiMismatch {
+            path,
+            found,
+            expected: ABI_VERSION,
+        },
+        LoadFailure::BrokenEntry(problem) => {
+            init(format!("broke the plugin ABI at load: {problem}"))
+        }
+        LoadFailure::InitRefused(message) => init(format!("refused its parameters: {message}")),
+        LoadFailure::InitPanicked(message) => init(format!("panicked: {message}")),
+        LoadFailure::NoHandle => init("init succeeded but returned no handle".to_string()),
+        LoadFailure::UnknownStatus(status) => init(format!("unknown status {status}")),
     }
-}
-
-/// Copies a buffer the plugin returned and gives it back to the plugin.
-///
-/// # Safety
-///
-/// `buffer` must be [`PluginBuffer::EMPTY`] or a buffer returned by `table`'s functions and
-/// not yet freed.
-unsafe fn take_buffer(table: &TransformerVTable, buffer: PluginBuffer) -> Vec<u8> {
-    if buffer.ptr.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: guaranteed by the caller: the plugin wrote `len` bytes at `ptr`.
-    let bytes = unsafe { std::slice::from_raw_parts(buffer.ptr, buffer.len) }.to_vec();
-    let freed = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: guaranteed by the caller; freed once, not used afterwards.
-        unsafe { (table.free_buffer)(buffer) }
-    }));
-    if freed.is_err() {
-        tracing::warn!("a panic escaped the plugin's free_buffer function");
-    }
-    bytes
-}
-
-/// Plugin text, which should be UTF-8, shown even when it is not.
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[cfg(test)]
