@@ -317,6 +317,23 @@ impl Link {
         self.busy = false;
     }
 
+    /// Ends an attempt in a transaction: keeps a healthy connection (rolled back after a
+    /// definite error), drops a broken one (the server rolls back).
+    async fn finish<T>(&mut self, result: &Result<T, WriterError>) {
+        let healthy = match (result, self.conn.as_mut()) {
+            (Ok(_), _) => true,
+            (Err(error), Some(conn)) => {
+                error.class() != ErrorClass::Transient && conn.query_drop("ROLLBACK").await.is_ok()
+            }
+            (Err(_), None) => false,
+        };
+        if healthy {
+            self.release();
+        } else {
+            self.discard();
+        }
+    }
+
     fn discard(&mut self) {
         self.conn = None;
         self.busy = false;
@@ -547,40 +564,45 @@ impl ShardApplier {
             .await;
         // A unique or foreign-key conflict the planned order did not avoid: again, each
         // transaction whose statements meet one resolved row by row.
-        if let Err(error) = &result
-            && error.mysql_code().is_some_and(careful::resolvable)
-        {
-            tracing::debug!(
-                shard = %self.config.shard,
-                error = %error,
-                "a planned batch met a constraint conflict; applying it transaction by transaction"
-            );
-            result = match conn.query_drop("ROLLBACK").await {
+        if let Some(rolled_back) = self.roll_back_conflict(conn, &result, "a batch").await {
+            result = match rolled_back {
                 Ok(()) => {
                     self.apply_in_transaction(conn, window, transactions, None, true)
                         .await
                 }
-                Err(e) => Err(WriterError::database(
-                    &self.config.shard,
-                    "ending a transaction",
-                    String::new(),
-                    &e,
-                )),
+                Err(error) => Err(error),
             };
         }
-        // Roll back on a healthy connection; drop a broken one (the server rolls back).
-        let healthy = match &result {
-            Ok(_) => true,
-            Err(error) => {
-                error.class() != ErrorClass::Transient && conn.query_drop("ROLLBACK").await.is_ok()
-            }
-        };
-        if healthy {
-            state.link.release();
-        } else {
-            state.link.discard();
-        }
+        state.link.finish(&result).await;
         result
+    }
+
+    /// When `result` failed on a unique or foreign-key conflict that applying transaction by
+    /// transaction may resolve, rolls it back for that careful attempt: `Some(Ok)` when it
+    /// is to be made, `Some(Err)` when the rollback failed; `None` for any other outcome.
+    async fn roll_back_conflict<T>(
+        &self,
+        conn: &mut Conn,
+        result: &Result<T, WriterError>,
+        what: &str,
+    ) -> Option<Result<(), WriterError>> {
+        let error = result.as_ref().err()?;
+        if !error.mysql_code().is_some_and(careful::resolvable) {
+            return None;
+        }
+        tracing::debug!(
+            shard = %self.config.shard,
+            error = %error,
+            "{what} met a constraint conflict; applying it transaction by transaction"
+        );
+        Some(conn.query_drop("ROLLBACK").await.map_err(|e| {
+            WriterError::database(
+                &self.config.shard,
+                "ending a transaction",
+                String::new(),
+                &e,
+            )
+        }))
     }
 
     /// [`ShardApplier::apply_batch`] retried through [`with_backoff`] while the error is
@@ -890,33 +912,19 @@ impl ShardApplier {
         let mut result = self
             .dead_letter_in_transaction(conn, name, transaction, retry_severe, false)
             .await;
-        if let Err(error) = &result
-            && error.mysql_code().is_some_and(careful::resolvable)
+        if let Some(rolled_back) = self
+            .roll_back_conflict(conn, &result, "a dead letter")
+            .await
         {
-            result = match conn.query_drop("ROLLBACK").await {
+            result = match rolled_back {
                 Ok(()) => {
                     self.dead_letter_in_transaction(conn, name, transaction, retry_severe, true)
                         .await
                 }
-                Err(e) => Err(WriterError::database(
-                    &self.config.shard,
-                    "ending a transaction",
-                    String::new(),
-                    &e,
-                )),
+                Err(error) => Err(error),
             };
         }
-        let healthy = match &result {
-            Ok(_) => true,
-            Err(error) => {
-                error.class() != ErrorClass::Transient && conn.query_drop("ROLLBACK").await.is_ok()
-            }
-        };
-        if healthy {
-            state.link.release();
-        } else {
-            state.link.discard();
-        }
+        state.link.finish(&result).await;
         result
     }
 
