@@ -105,6 +105,13 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Commits, with the fault points just before and just after `COMMIT`.
+    async fn commit(&mut self) -> Result<(), mysql_async::Error> {
+        self.fault(FaultPoint::Commit).await?;
+        self.conn.query_drop("COMMIT").await?;
+        self.fault(FaultPoint::Committed).await
+    }
+
     /// Executes a prepared statement.
     pub(crate) async fn exec(
         &mut self,
@@ -685,6 +692,27 @@ impl ShardApplier {
         }
     }
 
+    /// Writes the changes of `pending` in `session`'s transaction: the planned statements (or
+    /// `pending` planned again), or, `careful`, transaction by transaction with conflicts
+    /// resolved row by row.
+    async fn write_changes(
+        &self,
+        session: &mut Session<'_>,
+        pending: &[SpannerTransaction],
+        planned: Option<PlannedBatch>,
+        careful: bool,
+    ) -> Result<(), WriterError> {
+        if careful {
+            return self.apply_carefully(session, pending).await;
+        }
+        let (statements, counts) = self.statements_for(pending, planned)?;
+        session.transformations = counts;
+        for statement in statements {
+            execute(session, statement).await?;
+        }
+        Ok(())
+    }
+
     /// Applies `pending` (whose planned statements met a conflict) in halves, each tried as
     /// planned statements under a savepoint, down to single transactions, whose conflicts are
     /// resolved row by row (`crate::careful`).
@@ -812,15 +840,8 @@ impl ShardApplier {
             resolved: 0,
             transformations: TransformCounts::default(),
         };
-        if careful {
-            self.apply_carefully(&mut session, pending).await?;
-        } else {
-            let (statements, counts) = self.statements_for(pending, planned)?;
-            session.transformations = counts;
-            for statement in statements {
-                execute(&mut session, statement).await?;
-            }
-        }
+        self.write_changes(&mut session, pending, planned, careful)
+            .await?;
         let (statement_count, resolved) = (session.statements, session.resolved);
         let transformations = std::mem::take(&mut session.transformations);
         let position = last.last_position();
@@ -840,19 +861,7 @@ impl ShardApplier {
         )
         .await
         .map_err(db("writing the checkpoint"))?;
-        session
-            .fault(FaultPoint::Commit)
-            .await
-            .map_err(db("committing"))?;
-        session
-            .conn
-            .query_drop("COMMIT")
-            .await
-            .map_err(db("committing"))?;
-        session
-            .fault(FaultPoint::Committed)
-            .await
-            .map_err(db("committing"))?;
+        session.commit().await.map_err(db("committing"))?;
         tracing::debug!(
             shard = %shard,
             window = %window,
@@ -1013,15 +1022,7 @@ impl ShardApplier {
             transformations: TransformCounts::default(),
         };
         let one = std::slice::from_ref(transaction);
-        if careful {
-            self.apply_carefully(&mut session, one).await?;
-        } else {
-            let (statements, counts) = self.statements_for(one, None)?;
-            session.transformations = counts;
-            for statement in statements {
-                execute(&mut session, statement).await?;
-            }
-        }
+        self.write_changes(&mut session, one, None, careful).await?;
         let statements = session.statements;
         session
             .fault(FaultPoint::Checkpoint)
@@ -1030,19 +1031,7 @@ impl ShardApplier {
         ledger::record_applied(&mut *session.conn, &self.config.run_id, shard, name)
             .await
             .map_err(db("recording the dead letter as applied"))?;
-        session
-            .fault(FaultPoint::Commit)
-            .await
-            .map_err(db("committing"))?;
-        session
-            .conn
-            .query_drop("COMMIT")
-            .await
-            .map_err(db("committing"))?;
-        session
-            .fault(FaultPoint::Committed)
-            .await
-            .map_err(db("committing"))?;
+        session.commit().await.map_err(db("committing"))?;
         Ok(DeadLetterApply::Applied {
             records: transaction.len(),
             statements,
