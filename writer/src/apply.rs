@@ -40,7 +40,7 @@ use revrepl_record::{Backoff, Classify, ErrorClass, ShardId, Window, with_backof
 use revrepl_shard_routing::Shard;
 use tokio::sync::Mutex;
 
-use crate::batch::{CommitPosition, SpannerTransaction};
+use crate::batch::{BatchWindows, CommitPosition, SpannerTransaction};
 use crate::careful;
 use crate::checkpoint::{self, CREATE_CHECKPOINT_TABLE, Checkpoint, CheckpointReadError};
 use crate::convert::SourceTimeZone;
@@ -549,20 +549,22 @@ impl ShardApplier {
         window: Window,
         transactions: &[SpannerTransaction],
     ) -> Result<ApplyOutcome, WriterError> {
-        self.apply_planned_batch(window, transactions, None).await
+        let windows = BatchWindows::single(window, transactions.len());
+        self.apply_planned_batch(&windows, transactions, None).await
     }
 
-    /// [`ShardApplier::apply_batch`] with statements planned ahead by
-    /// [`BatchPlanner::plan`] for the same `transactions`. The plan is used when the
-    /// checkpoint leaves all of them to apply and the schema was not reloaded since; otherwise
-    /// (or with `None`) the pending transactions are planned here.
+    /// [`ShardApplier::apply_batch`] for a batch that may span several windows (`windows`
+    /// says which window each transaction is from; the checkpoint names the last), with
+    /// statements planned ahead by [`BatchPlanner::plan`] for the same `transactions`. The
+    /// plan is used when the checkpoint leaves all of them to apply and the schema was not
+    /// reloaded since; otherwise (or with `None`) the pending transactions are planned here.
     pub async fn apply_planned_batch(
         &self,
-        window: Window,
+        windows: &BatchWindows,
         transactions: &[SpannerTransaction],
         planned: Option<PlannedBatch>,
     ) -> Result<ApplyOutcome, WriterError> {
-        self.validate(window, transactions)?;
+        let window = self.validate(windows, transactions)?;
         let mut guard = self.state.lock().await;
         let state = &mut *guard;
         let conn = state.link.acquire(&self.config).await?;
@@ -633,17 +635,42 @@ impl ShardApplier {
         }
     }
 
+    /// Checks that `transactions` are this shard's, in commit order, each in its window of
+    /// `windows`; returns the window the checkpoint names (the last).
     fn validate(
         &self,
-        window: Window,
+        windows: &BatchWindows,
         transactions: &[SpannerTransaction],
-    ) -> Result<(), WriterError> {
+    ) -> Result<Window, WriterError> {
         let invalid = |reason: String| WriterError::InvalidBatch {
             shard: self.config.shard.clone(),
             reason,
         };
+        let last = match windows.last() {
+            Some(last) if windows.transactions() == transactions.len() => last,
+            _ => {
+                return Err(invalid(format!(
+                    "{} transactions, but the windows account for {}",
+                    transactions.len(),
+                    windows.transactions()
+                )));
+            }
+        };
+        if let Some(pair) = windows
+            .parts()
+            .windows(2)
+            .find(|p| p[0].0.end() > p[1].0.start())
+        {
+            return Err(invalid(format!(
+                "window {} does not follow window {}",
+                pair[1].0, pair[0].0
+            )));
+        }
         let mut previous: Option<CommitPosition> = None;
-        for transaction in transactions {
+        let each = windows
+            .split(transactions)
+            .flat_map(|(window, part)| part.iter().map(move |t| (window, t)));
+        for (window, transaction) in each {
             let position = transaction.last_position();
             if !window.contains(transaction.commit_timestamp()) {
                 return Err(invalid(format!(
@@ -670,7 +697,7 @@ impl ShardApplier {
             }
             previous = Some(position);
         }
-        Ok(())
+        Ok(last)
     }
 
     /// Plans `pending` now, unless `planned` was made for exactly these transactions.

@@ -7,11 +7,17 @@
 //! and never ending a batch between transactions that share a commit timestamp (so a shard's
 //! checkpoint at commit timestamp T means: every change of the shard up to T is applied, none
 //! after — what `revrepl validate` compares with a Spanner read at exactly T).
+//!
+//! When several windows are ready at once (the writer is behind), [`WindowBatcher`] lets a batch
+//! take in the transactions of the following windows while it stays within the limits, so short
+//! windows cost no more MySQL commits than long ones. [`BatchWindows`] says which window each
+//! transaction of such a batch came from.
 
 use std::cmp::Ordering;
+use std::collections::VecDeque;
 use std::fmt;
 
-use revrepl_record::{ChangeRecord, Timestamp, sort_in_commit_order};
+use revrepl_record::{ChangeRecord, Timestamp, Window, sort_in_commit_order};
 
 /// A record's place in commit order: `(commit_timestamp, server_transaction_id,
 /// record_sequence)`. The checkpoint stores the position of the last applied record.
@@ -220,6 +226,173 @@ fn batch_end(transactions: &[SpannerTransaction], limits: BatchLimits) -> usize 
     transactions.len()
 }
 
+/// Which windows a batch's transactions come from: consecutive runs of the batch's
+/// transactions, each with its window, windows in order. A batch spans several windows only
+/// when they were ready together; each transaction still belongs to exactly one window, the
+/// one an error or a dead letter names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchWindows {
+    /// Each window and how many of the batch's transactions are from it (at least one, unless
+    /// made by [`BatchWindows::single`]).
+    parts: Vec<(Window, usize)>,
+}
+
+impl BatchWindows {
+    /// `transactions` transactions, all from `window` (also none: the batch is then about
+    /// `window` alone).
+    pub fn single(window: Window, transactions: usize) -> Self {
+        Self {
+            parts: vec![(window, transactions)],
+        }
+    }
+
+    /// The next `transactions` transactions of the batch are from `window` (the same window as
+    /// the last part, or a later one); nothing for zero.
+    pub fn push(&mut self, window: Window, transactions: usize) {
+        if transactions == 0 {
+            return;
+        }
+        match self.parts.last_mut() {
+            Some((last, count)) if *last == window => *count += transactions,
+            _ => self.parts.push((window, transactions)),
+        }
+    }
+
+    /// Each window with how many of the batch's transactions are from it, in order.
+    pub fn parts(&self) -> &[(Window, usize)] {
+        &self.parts
+    }
+
+    /// The window of the batch's first transaction.
+    pub fn first(&self) -> Option<Window> {
+        self.parts.first().map(|(window, _)| *window)
+    }
+
+    /// The window of the batch's last transaction.
+    pub fn last(&self) -> Option<Window> {
+        self.parts.last().map(|(window, _)| *window)
+    }
+
+    /// How many transactions the batch holds.
+    pub fn transactions(&self) -> usize {
+        self.parts.iter().map(|(_, count)| count).sum()
+    }
+
+    /// `items` (one per transaction of the batch) cut by window: each window with its items.
+    /// Items beyond [`BatchWindows::transactions`] are left out.
+    pub fn split<'a, T>(&'a self, items: &'a [T]) -> impl Iterator<Item = (Window, &'a [T])> {
+        let mut rest = items;
+        self.parts.iter().map(move |&(window, count)| {
+            let (part, tail) = rest.split_at(count.min(rest.len()));
+            rest = tail;
+            (window, part)
+        })
+    }
+}
+
+impl fmt::Display for BatchWindows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.first(), self.last()) {
+            (Some(first), Some(last)) if first == last => write!(f, "{first}"),
+            (Some(first), Some(last)) => write!(
+                f,
+                "[{}, {}) ({} windows)",
+                first.start().to_rfc3339_millis(),
+                last.end().to_rfc3339_millis(),
+                self.parts.len()
+            ),
+            _ => f.write_str("no window"),
+        }
+    }
+}
+
+/// What [`WindowBatcher::take`] hands on, in the order it must be applied and recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assembled {
+    /// Whole transactions, in commit order, from one or more consecutive windows.
+    Batch(BatchWindows, Vec<SpannerTransaction>),
+    /// Every transaction of this window was in the batches handed on before: once they are
+    /// applied, the window is.
+    End(Window),
+}
+
+/// Cuts the transactions of consecutive windows into batches as [`batches`] cuts one window's,
+/// a batch taking in the following windows' transactions while it stays within the limits.
+///
+/// Windows are pushed in order; [`WindowBatcher::take`] hands on the batches that are complete
+/// and, after each, the windows it completed. It holds back the last batch, which the next
+/// window may still fill, unless told to flush (no next window is ready yet, or enough windows
+/// are held).
+#[derive(Debug)]
+pub struct WindowBatcher {
+    limits: BatchLimits,
+    /// Transactions not handed on yet, in commit order.
+    held: Vec<SpannerTransaction>,
+    /// The windows not ended yet, in order, each with how many of `held` are from it (zero for
+    /// a window whose transactions were all handed on, or that had none).
+    windows: VecDeque<(Window, usize)>,
+}
+
+impl WindowBatcher {
+    /// A batcher cutting batches within `limits`.
+    pub fn new(limits: BatchLimits) -> Self {
+        Self {
+            limits,
+            held: Vec::new(),
+            windows: VecDeque::new(),
+        }
+    }
+
+    /// Adds the next window's transactions, in commit order (all of them after every
+    /// transaction pushed before, as windows follow each other).
+    pub fn push(&mut self, window: Window, transactions: Vec<SpannerTransaction>) {
+        self.windows.push_back((window, transactions.len()));
+        self.held.extend(transactions);
+    }
+
+    /// How many windows are pushed and not yet ended.
+    pub fn windows_held(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// The complete batches, each followed by the windows it completed; with `flush`,
+    /// everything held. Without it, the last batch stays held: the next window may fill it.
+    pub fn take(&mut self, flush: bool) -> Vec<Assembled> {
+        let mut sizes: Vec<usize> = batches(&self.held, self.limits).map(<[_]>::len).collect();
+        if !flush {
+            sizes.pop();
+        }
+        let mut out = Vec::new();
+        // Windows with nothing held before the first batch (empty windows) end at once.
+        self.end_empty_windows(&mut out);
+        for size in sizes {
+            let transactions: Vec<SpannerTransaction> = self.held.drain(..size).collect();
+            let mut windows = BatchWindows::default();
+            let mut left = size;
+            for (window, count) in &mut self.windows {
+                if left == 0 {
+                    break;
+                }
+                let taken = (*count).min(left);
+                windows.push(*window, taken);
+                *count -= taken;
+                left -= taken;
+            }
+            out.push(Assembled::Batch(windows, transactions));
+            self.end_empty_windows(&mut out);
+        }
+        out
+    }
+
+    /// Ends the leading windows of which nothing is held.
+    fn end_empty_windows(&mut self, out: &mut Vec<Assembled>) {
+        while let Some(&(window, 0)) = self.windows.front() {
+            self.windows.pop_front();
+            out.push(Assembled::End(window));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +545,122 @@ mod tests {
                     "{context}: batch {i} could have taken commit timestamp {following} too"
                 );
             }
+        }
+    }
+
+    /// Generated: windows of random transactions (some windows empty, often several
+    /// transactions per commit timestamp) pushed into a [`WindowBatcher`] with random limits and
+    /// random flushes, checked against the model: the batches are the transactions in order,
+    /// each window ends exactly once, in order, after all of its transactions were handed on;
+    /// each batch says the right window for each transaction, never ends inside a commit
+    /// timestamp and stays within the limits unless it holds one commit timestamp alone; a
+    /// final flush leaves nothing held. `BATCHER_SEED=<seed>` replays one seed;
+    /// `BATCHER_SEEDS=N` runs seeds 0..N (default 300).
+    #[test]
+    fn window_batcher_hands_on_whole_windows_in_order_generated() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+
+        let number = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+        let seeds: Vec<u64> = match number("BATCHER_SEED") {
+            Some(seed) => vec![seed],
+            None => (0..number("BATCHER_SEEDS").unwrap_or(300)).collect(),
+        };
+        for seed in seeds {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let limits = BatchLimits {
+                max_records: rng.random_range(1..25),
+                max_bytes: usize::MAX,
+            };
+            let context = format!("seed {seed} (replay: BATCHER_SEED={seed}), {limits:?}");
+            let mut batcher = WindowBatcher::new(limits);
+            let mut all: Vec<(Window, SpannerTransaction)> = Vec::new();
+            let mut out = Vec::new();
+            let count = rng.random_range(1..20);
+            let mut windows = Vec::new();
+            for w in 0..count {
+                let window = Window::from_bounds(
+                    Timestamp::new(w * 10, 0).expect("valid"),
+                    Timestamp::new(w * 10 + 10, 0).expect("valid"),
+                )
+                .expect("window");
+                windows.push(window);
+                let mut records = Vec::new();
+                if !rng.random_bool(0.2) {
+                    for t in 0..rng.random_range(1..12) {
+                        let second = w * 10 + rng.random_range(0..10);
+                        for s in 0..rng.random_range(1..4) {
+                            records.push(record(second, &format!("tx{t:03}"), &format!("{s:08}")));
+                        }
+                    }
+                }
+                let transactions = SpannerTransaction::group(records);
+                all.extend(transactions.iter().map(|t| (window, t.clone())));
+                batcher.push(window, transactions);
+                let flush = w + 1 == count || rng.random_bool(0.3);
+                out.extend(batcher.take(flush));
+            }
+            assert_eq!(
+                batcher.windows_held(),
+                0,
+                "{context}: windows held after a flush"
+            );
+            let mut handed = 0;
+            let mut ended = Vec::new();
+            let mut previous_batch_end: Option<Timestamp> = None;
+            for item in &out {
+                match item {
+                    Assembled::Batch(parts, transactions) => {
+                        assert!(!transactions.is_empty(), "{context}: an empty batch");
+                        assert_eq!(parts.transactions(), transactions.len(), "{context}");
+                        for (i, transaction) in transactions.iter().enumerate() {
+                            let (window, expected) = &all[handed + i];
+                            assert_eq!(transaction, expected, "{context}: out of order");
+                            let (said, _) = parts
+                                .split(transactions)
+                                .find(|(_, part)| part.iter().any(|t| std::ptr::eq(t, transaction)))
+                                .expect("every transaction has a window");
+                            assert_eq!(said, *window, "{context}: wrong window");
+                        }
+                        assert!(
+                            parts.parts().windows(2).all(|p| p[0].0 < p[1].0),
+                            "{context}: windows out of order in {parts}"
+                        );
+                        let first = transactions[0].commit_timestamp();
+                        assert_ne!(
+                            previous_batch_end,
+                            Some(first),
+                            "{context}: a batch boundary inside commit timestamp {first}"
+                        );
+                        previous_batch_end = transactions.last().map(|t| t.commit_timestamp());
+                        let records: usize = transactions.iter().map(SpannerTransaction::len).sum();
+                        let one_commit = transactions.iter().all(|t| t.commit_timestamp() == first);
+                        assert!(
+                            records <= limits.max_records || one_commit,
+                            "{context}: {records} records in a batch of several commit timestamps"
+                        );
+                        assert!(
+                            ended
+                                .last()
+                                .is_none_or(|e: &Window| *e < parts.first().expect("part")),
+                            "{context}: a batch of an ended window"
+                        );
+                        handed += transactions.len();
+                    }
+                    Assembled::End(window) => {
+                        assert!(
+                            all[handed..].iter().all(|(w, _)| w != window),
+                            "{context}: window {window} ended before all its transactions"
+                        );
+                        ended.push(*window);
+                    }
+                }
+            }
+            assert_eq!(handed, all.len(), "{context}: transactions lost");
+            assert_eq!(
+                ended, windows,
+                "{context}: every window ends once, in order"
+            );
         }
     }
 

@@ -64,7 +64,10 @@ pub use apply::{
     ApplierConfig, ApplyOutcome, BatchPlanner, DeadLetterApply, PlannedBatch, ShardApplier,
     shard_connection_options,
 };
-pub use batch::{BatchLimits, CommitPosition, SpannerTransaction, batches};
+pub use batch::{
+    Assembled, BatchLimits, BatchWindows, CommitPosition, SpannerTransaction, WindowBatcher,
+    batches,
+};
 pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint};
 pub use convert::{
     ArrayText, ConversionError, ConversionRules, Converted, DecimalOverflow, SourceTimeZone,

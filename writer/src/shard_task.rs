@@ -19,25 +19,35 @@
 //!   and goes on; nothing else is ever set aside. Transient errors are retried forever with
 //!   jittered backoff (capped, see `app::RETRY`).
 //!
+//!
+//! Batches across windows: when several windows are ready at once (the writer is behind, or
+//! windows are short), a batch takes in the following windows' transactions while it stays
+//! within the batch limits ([`WindowBatcher`], at most [`WINDOWS_PER_BATCH`] windows), so 1 s
+//! windows cost no more MySQL commits than 10 s windows. A window counts as applied once the
+//! batch holding its last transaction is committed. Errors keep their window: a batch spanning
+//! windows that fails definitely is applied again window by window, so the failure is met —
+//! and recorded as `ERROR`, or its transaction set aside — in its own window, after the windows
+//! before it are applied.
+//!
 //! Pipelining: while one batch is applied (MySQL working, the writer waiting), the next
-//! batches are planned ([`PLANNED_AHEAD`] at most) and, during a window's last batch, the next
-//! window's file is read, decoded and grouped, on blocking threads. So besides the window
-//! being decoded, only a few batches are held. Only the applying side changes MySQL or
-//! progress, in order, so the invariants above are those of a sequential loop; an error met
-//! ahead is acted on only when the applying side reaches its window.
+//! batches are planned ([`PLANNED_AHEAD`] at most) and the next windows' files are read,
+//! decoded and grouped, on blocking threads. So besides the window being decoded, only a few
+//! batches are held. Only the applying side changes MySQL or progress, in order, so the
+//! invariants above are those of a sequential loop; an error met ahead is acted on only when
+//! the applying side reaches its window.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use revrepl_metadata::{LeaseKeeper, MetadataStore, ProcessProgress, ProcessStatus, RunId};
 use revrepl_record::{
-    Backoff, BufferStore, Destination, PutOutcome, ShardId, Timestamp, Window, WindowDuration,
-    WindowFileName, decode_window_file, with_backoff,
+    Backoff, BufferStore, Classify, Destination, ErrorClass, PutOutcome, ShardId, Timestamp,
+    Window, WindowDuration, WindowFileName, decode_window_file, with_backoff,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{BatchPlanner, PlannedBatch, ShardApplier};
-use crate::batch::{BatchLimits, SpannerTransaction, batches};
+use crate::batch::{Assembled, BatchLimits, BatchWindows, SpannerTransaction, WindowBatcher};
 use crate::error::WriterError;
 use crate::reader_progress::ReaderProgress;
 use crate::telemetry::WriterMetrics;
@@ -47,6 +57,10 @@ const WINDOWS_PER_QUERY: usize = 256;
 
 /// Batches planned ahead of the one being applied.
 pub const PLANNED_AHEAD: usize = 2;
+
+/// Most windows one batch spans: beyond it, a batch is applied even if it is small, so that a
+/// shard behind on windows with few records records progress now and then.
+pub const WINDOWS_PER_BATCH: usize = 64;
 
 /// While a shard applies windows that were ready together, their `SUCCESS` is recorded at most
 /// this often (and always for the last of them), not once per window.
@@ -98,18 +112,18 @@ enum Step {
     Stop(ShardOutcome),
 }
 
-/// What the preparing side hands to the applying side, window after window: each window's
-/// batches, then `End`; or why the window cannot be applied.
+/// What the preparing side hands to the applying side: batches, each followed by the windows
+/// it completed (`End`); or why a window cannot be applied.
 enum Prepared {
-    /// A batch of `window` (owned, so each batch's memory goes once it is applied), planned
+    /// A batch from `windows` (owned, so each batch's memory goes once it is applied), planned
     /// ahead unless planning failed (the applier then plans it again and meets the error where
     /// it belongs).
     Batch {
-        window: Window,
+        windows: BatchWindows,
         transactions: Vec<SpannerTransaction>,
         planned: Option<PlannedBatch>,
     },
-    /// Every batch of `window` was sent.
+    /// Every transaction of `window` was in the batches sent before.
     End(Window),
     /// `window`'s file cannot be read or is malformed.
     Failed(Window, WriterError),
@@ -349,8 +363,9 @@ impl ShardContext {
         }
     }
 
-    /// The preparing side: reads, decodes and groups each window's file, cuts its batches and
-    /// plans them, and sends them on; stops when the applying side is gone or on cancellation.
+    /// The preparing side: reads, decodes and groups each window's file, cuts batches (across
+    /// windows while more are ready, see the module documentation), plans them, and sends them
+    /// on; stops when the applying side is gone or on cancellation.
     async fn prepare(
         &self,
         planner: BatchPlanner,
@@ -359,52 +374,29 @@ impl ShardContext {
         sender: tokio::sync::mpsc::Sender<Prepared>,
         cancel: &CancellationToken,
     ) {
-        for &window in windows {
+        let mut batcher = WindowBatcher::new(self.limits);
+        for (index, &window) in windows.iter().enumerate() {
             let path = WindowFileName::new(Destination::Shard(shard.clone()), window).path();
-            let mut transactions = match self.read_window(shard, window, &path, cancel).await {
+            let transactions = match self.read_window(shard, window, &path, cancel).await {
                 Ok(Some(transactions)) => transactions,
                 Ok(None) => return,
                 Err(error) => {
-                    let _ = sender.send(Prepared::Failed(window, error)).await;
+                    // The windows before it are applied first.
+                    if send_assembled(&planner, batcher.take(true), &sender).await {
+                        let _ = sender.send(Prepared::Failed(window, error)).await;
+                    }
                     return;
                 }
             };
-            // Split the window into owned batches (moving, not copying, the records).
-            let sizes: Vec<usize> = batches(&transactions, self.limits)
-                .map(<[_]>::len)
-                .collect();
-            let mut owned = Vec::with_capacity(sizes.len());
-            for size in sizes.iter().rev() {
-                owned.push(transactions.split_off(transactions.len() - size));
-            }
-            while let Some(batch) = owned.pop() {
-                let planner = planner.clone();
-                let planned = tokio::task::spawn_blocking(move || {
-                    let planned = planner.plan(&batch).ok();
-                    (batch, planned)
-                })
-                .await;
-                let (transactions, planned) = match planned {
-                    Ok(done) => done,
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    // The runtime is shutting down.
-                    Err(_) => return,
-                };
-                let batch = Prepared::Batch {
-                    window,
-                    transactions,
-                    planned,
-                };
-                if sender.send(batch).await.is_err() {
-                    return;
-                }
-            }
-            if sender.send(Prepared::End(window)).await.is_err() {
+            batcher.push(window, transactions);
+            // Hold the last batch back while the next window, ready already, may fill it.
+            let flush = index + 1 == windows.len() || batcher.windows_held() >= WINDOWS_PER_BATCH;
+            if !send_assembled(&planner, batcher.take(flush), &sender).await {
                 return;
             }
             // Read the next window only once the applying side has taken everything sent
-            // (it applies this window's last batch meanwhile), so that at most about one
-            // window and one batch are held decoded.
+            // (it applies the last of it meanwhile), so that at most about one window and a
+            // few batches are held decoded.
             if sender.reserve_many(PLANNED_AHEAD).await.is_err() {
                 return;
             }
@@ -437,12 +429,12 @@ impl ShardContext {
             };
             match prepared {
                 Prepared::Batch {
-                    window,
+                    windows,
                     transactions,
                     planned,
                 } => {
                     if let Some(outcome) = self
-                        .apply_one_batch(applier, shard, window, &transactions, planned, cancel)
+                        .apply_one_batch(applier, shard, &windows, &transactions, planned, cancel)
                         .await
                     {
                         return Some(outcome);
@@ -479,30 +471,81 @@ impl ShardContext {
         None
     }
 
-    /// Applies one batch of `window` (with the dead-letter policy on a definite error); `Some`
-    /// when the shard must stop.
+    /// Applies one batch; `Some` when the shard must stop. A batch spanning windows that fails
+    /// definitely is applied again window by window ([`ShardContext::apply_window_batch`]), so
+    /// that the error is met in its own window, after the windows before it are applied.
     async fn apply_one_batch(
         &self,
         applier: &ShardApplier,
         shard: &ShardId,
-        window: Window,
+        windows: &BatchWindows,
         batch: &[SpannerTransaction],
         planned: Option<PlannedBatch>,
         cancel: &CancellationToken,
     ) -> Option<ShardOutcome> {
-        let path = || WindowFileName::new(Destination::Shard(shard.clone()), window).path();
         let applied = self
-            .apply_batch(applier, shard, window, batch, planned, cancel)
+            .apply_batch(applier, shard, windows, batch, planned, cancel)
             .await;
-        match applied {
-            None => Some(ShardOutcome::Cancelled),
-            Some(Ok(())) => None,
-            Some(Err(error)) if self.dead_letter && error.is_record_fault() => {
-                self.apply_one_by_one(applier, shard, window, batch, &path(), cancel)
-                    .await
-            }
-            Some(Err(error)) => Some(self.fail(shard, window, error, cancel).await),
+        let error = match applied {
+            None => return Some(ShardOutcome::Cancelled),
+            Some(Ok(())) => return None,
+            Some(Err(error)) => error,
+        };
+        let (Some(first), true) = (windows.first(), windows.parts().len() > 1) else {
+            return self
+                .window_batch_failed(applier, shard, windows, batch, error, cancel)
+                .await;
+        };
+        if error.class() != ErrorClass::Definite || error.is_lease() {
+            // Nothing of the batch is applied: its first window is where the shard stopped.
+            return Some(self.fail(shard, first, error, cancel).await);
         }
+        tracing::debug!(
+            %shard,
+            windows = %windows,
+            %error,
+            "a batch spanning windows failed; applying it window by window"
+        );
+        for (window, part) in windows.split(batch) {
+            let single = BatchWindows::single(window, part.len());
+            let applied = self
+                .apply_batch(applier, shard, &single, part, None, cancel)
+                .await;
+            match applied {
+                None => return Some(ShardOutcome::Cancelled),
+                Some(Ok(())) => {}
+                Some(Err(error)) => {
+                    return self
+                        .window_batch_failed(applier, shard, &single, part, error, cancel)
+                        .await;
+                }
+            }
+        }
+        None
+    }
+
+    /// After `error` on a batch of one window: with the dead-letter policy and an error caused
+    /// by a record, the batch's transactions one by one (each failing one set aside);
+    /// otherwise `ERROR` at the window. `Some` when the shard must stop.
+    async fn window_batch_failed(
+        &self,
+        applier: &ShardApplier,
+        shard: &ShardId,
+        windows: &BatchWindows,
+        batch: &[SpannerTransaction],
+        error: WriterError,
+        cancel: &CancellationToken,
+    ) -> Option<ShardOutcome> {
+        let Some(window) = windows.first() else {
+            return Some(ShardOutcome::Failed(error));
+        };
+        if self.dead_letter && error.is_record_fault() {
+            let path = WindowFileName::new(Destination::Shard(shard.clone()), window).path();
+            return self
+                .apply_one_by_one(applier, shard, window, batch, &path, cancel)
+                .await;
+        }
+        Some(self.fail(shard, window, error, cancel).await)
     }
 
     async fn read_window(
@@ -546,7 +589,7 @@ impl ShardContext {
         &self,
         applier: &ShardApplier,
         shard: &ShardId,
-        window: Window,
+        windows: &BatchWindows,
         batch: &[SpannerTransaction],
         planned: Option<PlannedBatch>,
         cancel: &CancellationToken,
@@ -555,7 +598,7 @@ impl ShardContext {
         let mut planned = planned;
         let applied = self
             .retrying(shard, "applying a batch", cancel, || {
-                applier.apply_planned_batch(window, batch, planned.take())
+                applier.apply_planned_batch(windows, batch, planned.take())
             })
             .await?;
         Some(applied.map(|outcome| {
@@ -586,8 +629,9 @@ impl ShardContext {
     ) -> Option<ShardOutcome> {
         for transaction in batch {
             let one = std::slice::from_ref(transaction);
+            let single = BatchWindows::single(window, 1);
             match self
-                .apply_batch(applier, shard, window, one, None, cancel)
+                .apply_batch(applier, shard, &single, one, None, cancel)
                 .await
             {
                 None => return Some(ShardOutcome::Cancelled),
@@ -697,6 +741,43 @@ impl ShardContext {
             );
         }
     }
+}
+
+/// Plans and sends `assembled` in order (each batch planned on a blocking thread); `false` when
+/// the applying side is gone or the runtime shuts down.
+async fn send_assembled(
+    planner: &BatchPlanner,
+    assembled: Vec<Assembled>,
+    sender: &tokio::sync::mpsc::Sender<Prepared>,
+) -> bool {
+    for item in assembled {
+        let prepared = match item {
+            Assembled::End(window) => Prepared::End(window),
+            Assembled::Batch(windows, batch) => {
+                let planner = planner.clone();
+                let planned = tokio::task::spawn_blocking(move || {
+                    let planned = planner.plan(&batch).ok();
+                    (batch, planned)
+                })
+                .await;
+                let (transactions, planned) = match planned {
+                    Ok(done) => done,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    // The runtime is shutting down.
+                    Err(_) => return false,
+                };
+                Prepared::Batch {
+                    windows,
+                    transactions,
+                    planned,
+                }
+            }
+        };
+        if sender.send(prepared).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Decodes a window file, checks that every record belongs to the shard and the window

@@ -12,8 +12,8 @@ use revrepl_record::{
 };
 use revrepl_test_services::MariaDb;
 use revrepl_writer::{
-    ApplierConfig, ColumnMapping, SchemaMapping, ShardApplier, SpannerScalar, SpannerTransaction,
-    SpannerType, TableMapping, WriterError,
+    ApplierConfig, BatchWindows, ColumnMapping, SchemaMapping, ShardApplier, SpannerScalar,
+    SpannerTransaction, SpannerType, TableMapping, WriterError,
 };
 use serde_json::json;
 
@@ -833,6 +833,87 @@ async fn checkpoint_moves_with_the_data_and_replays_are_skipped() {
     second.close().await;
 }
 
+/// A batch may span windows (short windows, a writer behind): one MySQL transaction, the
+/// checkpoint naming the last window; each transaction must lie in the window said for it.
+#[tokio::test]
+async fn a_batch_spanning_windows_checkpoints_its_last_window() {
+    let server = MariaDb::start().expect("mariadb starts");
+    let opts = database(
+        &server,
+        "spanning",
+        &["CREATE TABLE item (id INT NOT NULL PRIMARY KEY, v INT)"],
+    )
+    .await;
+    let put = |ms: i64, tx: &str, id: u32| {
+        record(
+            ms,
+            tx,
+            0,
+            "item",
+            ModType::Insert,
+            json!({"id": id.to_string()}),
+            json!({"v": "1"}),
+        )
+    };
+    // Windows 0, 1 and 3 (10 s each); window 2 has nothing.
+    let all = SpannerTransaction::group(vec![
+        put(1_000, "a", 1),
+        put(2_000, "b", 2),
+        put(12_000, "c", 3),
+        put(31_000, "d", 4),
+    ]);
+    let applier = applier(&opts, "UTC", SchemaMapping::identity()).await;
+
+    // Transactions said to be in the wrong window, or more transactions than the windows
+    // account for, are refused before anything is applied.
+    let mut wrong = BatchWindows::single(window_at(0), 1);
+    wrong.push(window_at(1), 3);
+    let mut short = BatchWindows::single(window_at(0), 2);
+    short.push(window_at(1), 1);
+    for windows in [wrong, short] {
+        let refused = applier
+            .apply_planned_batch(&windows, &all, None)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(refused, WriterError::InvalidBatch { .. }),
+            "{refused}"
+        );
+    }
+    assert_eq!(applier.read_checkpoint().await.expect("read"), None);
+
+    let mut windows = BatchWindows::default();
+    windows.push(window_at(0), 2);
+    windows.push(window_at(1), 1);
+    windows.push(window_at(3), 1);
+    assert_eq!(windows.first(), Some(window_at(0)));
+    let outcome = applier
+        .apply_planned_batch(&windows, &all, None)
+        .await
+        .expect("applies");
+    assert_eq!(outcome.applied_transactions, 4);
+    let checkpoint = applier
+        .read_checkpoint()
+        .await
+        .expect("read")
+        .expect("checkpoint exists");
+    assert_eq!(checkpoint.window, window_at(3));
+    assert_eq!(checkpoint.position, Some(all[3].last_position()));
+    // Window 1 alone again: everything is covered.
+    let outcome = applier
+        .apply_batch(window_at(1), &all[2..3])
+        .await
+        .expect("replay");
+    assert_eq!(
+        (outcome.applied_transactions, outcome.skipped_transactions),
+        (0, 1)
+    );
+    let mut conn = reader(&opts).await;
+    assert_eq!(count(&mut conn, "SELECT COUNT(*) FROM item").await, 4);
+    conn.disconnect().await.expect("disconnect");
+    applier.close().await;
+}
+
 #[tokio::test]
 async fn a_definite_error_rolls_back_data_and_checkpoint() {
     let server = MariaDb::start().expect("mariadb starts");
@@ -1370,7 +1451,11 @@ async fn a_plan_made_ahead_is_used_only_for_what_the_checkpoint_leaves() {
     let planned = planner.plan(&batch[..1]).expect("plannable");
     assert_eq!(planned.statements(), 1);
     let outcome = applier
-        .apply_planned_batch(window(), &batch[..1], Some(planned))
+        .apply_planned_batch(
+            &BatchWindows::single(window(), 1),
+            &batch[..1],
+            Some(planned),
+        )
         .await
         .expect("applies");
     assert_eq!(outcome.applied_transactions, 1);
@@ -1379,7 +1464,7 @@ async fn a_plan_made_ahead_is_used_only_for_what_the_checkpoint_leaves() {
     // executed (it would apply the first one again); the two others are planned again.
     let planned = planner.plan(&batch).expect("plannable");
     let outcome = applier
-        .apply_planned_batch(window(), &batch, Some(planned))
+        .apply_planned_batch(&BatchWindows::single(window(), 3), &batch, Some(planned))
         .await
         .expect("applies");
     assert_eq!(
