@@ -118,12 +118,15 @@ enum Prepared {
     /// A batch from `windows` (owned, so each batch's memory goes once it is applied), planned
     /// ahead unless planning failed (the applier then plans it again and meets the error where
     /// it belongs).
+    /// `ends`: the windows this batch completes, applied with it (in the same message, so that
+    /// they take no room in the channel and the next windows are read while it is applied).
     Batch {
         windows: BatchWindows,
         transactions: Vec<SpannerTransaction>,
         planned: Option<PlannedBatch>,
+        ends: Vec<Window>,
     },
-    /// Every transaction of `window` was in the batches sent before.
+    /// Every transaction of `window` was in the batches sent before (a window without any).
     End(Window),
     /// `window`'s file cannot be read or is malformed.
     Failed(Window, WriterError),
@@ -427,11 +430,12 @@ impl ShardContext {
             let Some(prepared) = prepared else {
                 return Some(ShardOutcome::Cancelled);
             };
-            match prepared {
+            let ends = match prepared {
                 Prepared::Batch {
                     windows,
                     transactions,
                     planned,
+                    ends,
                 } => {
                     if let Some(outcome) = self
                         .apply_one_batch(applier, shard, &windows, &transactions, planned, cancel)
@@ -439,33 +443,35 @@ impl ShardContext {
                     {
                         return Some(outcome);
                     }
+                    ends
                 }
-                Prepared::End(window) => {
-                    // The checkpoint in MySQL already says the window is applied; the metadata
-                    // row is for the operator and the next start. Behind many short windows,
-                    // write it at most every PROGRESS_EVERY, and always for the last window
-                    // listed, before the shard waits or stops.
-                    let last = done + 1 == windows;
-                    if last || last_recorded.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
-                        if let Some(outcome) = self.record_success(shard, window, cancel).await {
-                            return Some(outcome);
-                        }
-                        last_recorded = Some(tokio::time::Instant::now());
-                    }
-                    *next = match window.next() {
-                        Ok(window) => window,
-                        Err(e) => {
-                            return Some(ShardOutcome::Failed(WriterError::Config {
-                                key: "window".into(),
-                                reason: e.to_string(),
-                            }));
-                        }
-                    };
-                    done += 1;
-                }
+                Prepared::End(window) => vec![window],
                 Prepared::Failed(window, error) => {
                     return Some(self.fail(shard, window, error, cancel).await);
                 }
+            };
+            for window in ends {
+                // The checkpoint in MySQL already says the window is applied; the metadata row
+                // is for the operator and the next start. Behind many short windows, write it
+                // at most every PROGRESS_EVERY, and always for the last window listed, before
+                // the shard waits or stops.
+                let last = done + 1 == windows;
+                if last || last_recorded.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+                    if let Some(outcome) = self.record_success(shard, window, cancel).await {
+                        return Some(outcome);
+                    }
+                    last_recorded = Some(tokio::time::Instant::now());
+                }
+                *next = match window.next() {
+                    Ok(window) => window,
+                    Err(e) => {
+                        return Some(ShardOutcome::Failed(WriterError::Config {
+                            key: "window".into(),
+                            reason: e.to_string(),
+                        }));
+                    }
+                };
+                done += 1;
             }
         }
         None
@@ -515,9 +521,13 @@ impl ShardContext {
                 None => return Some(ShardOutcome::Cancelled),
                 Some(Ok(())) => {}
                 Some(Err(error)) => {
-                    return self
+                    // Set aside what failed (and go on with the next windows) or stop.
+                    if let Some(outcome) = self
                         .window_batch_failed(applier, shard, &single, part, error, cancel)
-                        .await;
+                        .await
+                    {
+                        return Some(outcome);
+                    }
                 }
             }
         }
@@ -750,10 +760,16 @@ async fn send_assembled(
     assembled: Vec<Assembled>,
     sender: &tokio::sync::mpsc::Sender<Prepared>,
 ) -> bool {
-    for item in assembled {
+    let mut items = assembled.into_iter().peekable();
+    while let Some(item) = items.next() {
         let prepared = match item {
             Assembled::End(window) => Prepared::End(window),
             Assembled::Batch(windows, batch) => {
+                let mut ends = Vec::new();
+                while let Some(Assembled::End(window)) = items.peek() {
+                    ends.push(*window);
+                    items.next();
+                }
                 let planner = planner.clone();
                 let planned = tokio::task::spawn_blocking(move || {
                     let planned = planner.plan(&batch).ok();
@@ -770,6 +786,7 @@ async fn send_assembled(
                     windows,
                     transactions,
                     planned,
+                    ends,
                 }
             }
         };
