@@ -376,7 +376,7 @@ pub enum Filtration {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReaderConfig {
-    /// Window length: `10s`, `1m`, `1h`.
+    /// Window length: `2s` (the default), `10s` (the reference's), `1m`, `1h`.
     #[serde(default)]
     pub window: WindowDuration,
     /// Where a regular run starts (RFC 3339); now when absent.
@@ -877,7 +877,7 @@ change_stream = "revrepl_stream"
         Jail::expect_with(|jail| {
             let config = load_in(jail, MINIMAL, &[]).map_err(|e| e.to_string())?;
             assert_eq!(config.run_id, "run1");
-            assert_eq!(config.reader.window.to_string(), "10s");
+            assert_eq!(config.reader.window.to_string(), "2s");
             assert_eq!(config.reader.heartbeat, None);
             assert_eq!(config.reader.heartbeat_interval(), Duration::from_secs(1));
             assert_eq!(config.writer.poll_interval, Duration::from_millis(200));

@@ -62,7 +62,7 @@ fn documented_keys(text: &str) -> BTreeSet<String> {
 fn the_example_parses() {
     let config = Config::load(Some(&example()), &[]).expect("the example parses");
     assert_eq!(config.spanner.change_stream, "revrepl_stream");
-    assert_eq!(config.reader.window.to_string(), "10s");
+    assert_eq!(config.reader.window.to_string(), "2s");
 }
 
 #[test]

@@ -26,8 +26,10 @@ pub struct WindowDurationError {
     reason: &'static str,
 }
 
-/// The default window duration of the reference and of revrepl.
-pub const DEFAULT_WINDOW_DURATION: WindowDuration = WindowDuration { seconds: 10 };
+/// revrepl's default window duration: 2 s, for an end-to-end lag of about two seconds
+/// (decision 0009). The reference's default is 10 s; a run keeps the window it was recorded
+/// with.
+pub const DEFAULT_WINDOW_DURATION: WindowDuration = WindowDuration { seconds: 2 };
 
 /// At most one day: longer windows only delay replication.
 const MAX_WINDOW_SECONDS: u64 = 86_400;

@@ -47,6 +47,8 @@
 
 #[path = "../tests/common/custom_mariadb.rs"]
 mod custom_mariadb;
+#[path = "../tests/common/recorded_run.rs"]
+mod recorded_run;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -60,10 +62,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use revrepl_metadata::{
-    CreatedWindows, MetadataStore, MissingTables, RunId, RunRecord, SqliteMetadataStore,
-    SqliteOptions,
-};
+use recorded_run::recorded_run;
+use revrepl_metadata::{CreatedWindows, MetadataStore, RunId};
 use revrepl_record::buffer::LocalDirectory;
 use revrepl_record::{
     BufferStore, ChangeRecord, Destination, Mod, ModType, ShardId, Timestamp, Window,
@@ -538,31 +538,11 @@ async fn stage(
     if keep {
         println!("  (keeping {})", dir.path().display());
     }
-    let store = SqliteMetadataStore::open(dir.path().join("meta.db"), SqliteOptions::default())
-        .await
-        .expect("sqlite");
-    store
-        .ensure_tables(MissingTables::Create)
-        .await
-        .expect("tables");
     let run_id = RunId::new(RUN).expect("run id");
     let start = Timestamp::new(START, 0).expect("ts");
-    store
-        .record_run(
-            &RunRecord::new(
-                run_id.clone(),
-                start,
-                window_duration(shards[0].1.window_seconds),
-            )
-            .expect("run"),
-        )
-        .await
-        .expect("record run");
     let ids: Vec<ShardId> = shards.iter().map(|(id, _, _)| id.clone()).collect();
-    store
-        .register_shards(&run_id, &ids, start)
-        .await
-        .expect("register");
+    let window = window_duration(shards[0].1.window_seconds);
+    let store = recorded_run(&dir.path().join("meta.db"), &run_id, start, window, &ids).await;
     let buffer = LocalDirectory::new(dir.path().join("buffer"));
     let mut seen = Vec::new();
     let mut until = start;

@@ -48,6 +48,10 @@ use revrepl_writer::apply::{FaultHook, FaultPoint};
 use revrepl_writer::{ApplierConfig, BatchLimits, ShardApplier, SpannerTransaction, batches};
 use serde_json::{Map, Value as Json, json};
 
+#[path = "common/recorded_run.rs"]
+mod recorded_run;
+use recorded_run::fresh_database;
+
 const SHARD: &str = "ls1";
 /// 2023-11-14T22:13:20Z.
 const BASE: i64 = 1_700_000_000;
@@ -1137,26 +1141,9 @@ async fn connect(opts: &Opts) -> ShardApplier {
 async fn run_seed(server: &MariaDb, seed: u64, stats: &mut Stats) -> Result<(), String> {
     let made = generate(seed);
     let database = format!("model_{seed}");
-    let mut admin = Conn::from_url(server.url()).await.expect("connect as root");
-    admin
-        .query_drop(format!("DROP DATABASE IF EXISTS `{database}`"))
+    let (mut admin, opts) = fresh_database(&server.url(), &database, &made.schema.ddl())
         .await
-        .expect("drop database");
-    admin
-        .query_drop(format!("CREATE DATABASE `{database}`"))
-        .await
-        .expect("create database");
-    admin
-        .query_drop(format!("USE `{database}`"))
-        .await
-        .expect("use");
-    for ddl in made.schema.ddl() {
-        admin
-            .query_drop(&ddl)
-            .await
-            .map_err(|e| format!("{}\nDDL failed: {e}\n{ddl}", describe(&made)))?;
-    }
-    let opts = Opts::from_url(&format!("{}/{database}", server.url())).expect("valid url");
+        .map_err(|e| format!("{}\nDDL failed: {e}", describe(&made)))?;
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_fa17);
     let mut applier = connect(&opts).await;
     for (index, (window, records, expected)) in made.windows.iter().enumerate() {

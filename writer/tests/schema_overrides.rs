@@ -10,10 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
-use revrepl_metadata::{
-    CreatedWindows, MetadataStore, MissingTables, RunId, RunRecord, SqliteMetadataStore,
-    SqliteOptions,
-};
+#[path = "common/recorded_run.rs"]
+mod recorded_run;
+use recorded_run::recorded_run;
+use revrepl_metadata::{CreatedWindows, MetadataStore, RunId};
 use revrepl_record::buffer::LocalDirectory;
 use revrepl_record::{
     BufferStore, ChangeRecord, Destination, Mod, ModType, ShardId, Timestamp, Window,
@@ -93,24 +93,17 @@ async fn prepare(dir: &Path, server: &MariaDb) -> Conn {
         .to_string(),
     )
     .expect("shards file");
-    let metadata = SqliteMetadataStore::open(dir.join("meta.db"), SqliteOptions::default())
-        .await
-        .expect("sqlite");
-    metadata
-        .ensure_tables(MissingTables::Create)
-        .await
-        .expect("tables");
     let run_id = RunId::new(RUN).expect("run id");
     let start = Timestamp::new(START, 0).expect("ts");
-    metadata
-        .record_run(&RunRecord::new(run_id.clone(), start, window_duration()).expect("run"))
-        .await
-        .expect("record run");
     let shard = ShardId::new(SHARD).expect("shard");
-    metadata
-        .register_shards(&run_id, std::slice::from_ref(&shard), start)
-        .await
-        .expect("register");
+    let metadata = recorded_run(
+        &dir.join("meta.db"),
+        &run_id,
+        start,
+        window_duration(),
+        std::slice::from_ref(&shard),
+    )
+    .await;
     let buffer = LocalDirectory::new(dir.join("buffer"));
     let path = WindowFileName::new(Destination::Shard(shard.clone()), window()).path();
     buffer

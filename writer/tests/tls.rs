@@ -23,10 +23,10 @@ use bytes::Bytes;
 use custom_mariadb::CustomMariaDb;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
-use revrepl_metadata::{
-    CreatedWindows, MetadataStore, MissingTables, ProcessStatus, RunId, RunRecord,
-    SqliteMetadataStore, SqliteOptions,
-};
+#[path = "common/recorded_run.rs"]
+mod recorded_run;
+use recorded_run::recorded_run;
+use revrepl_metadata::{CreatedWindows, MetadataStore, ProcessStatus, RunId, SqliteMetadataStore};
 use revrepl_record::buffer::LocalDirectory;
 use revrepl_record::{
     BufferStore, ChangeRecord, Destination, Mod, ModType, ShardId, Timestamp, Window,
@@ -297,24 +297,17 @@ poll_interval = "200ms"
 
 /// The metadata (run, windows with data) and window files, as the reader leaves them.
 async fn prepare_run(dir: &Path) -> (SqliteMetadataStore, RunId, ShardId) {
-    let metadata = SqliteMetadataStore::open(dir.join("meta.db"), SqliteOptions::default())
-        .await
-        .expect("sqlite");
-    metadata
-        .ensure_tables(MissingTables::Create)
-        .await
-        .expect("tables");
     let run_id = RunId::new(RUN).expect("run id");
     let start = Timestamp::new(START, 0).expect("ts");
-    metadata
-        .record_run(&RunRecord::new(run_id.clone(), start, window_duration()).expect("run"))
-        .await
-        .expect("record run");
     let shard = ShardId::new(SHARD).expect("shard id");
-    metadata
-        .register_shards(&run_id, std::slice::from_ref(&shard), start)
-        .await
-        .expect("register");
+    let metadata = recorded_run(
+        &dir.join("meta.db"),
+        &run_id,
+        start,
+        window_duration(),
+        std::slice::from_ref(&shard),
+    )
+    .await;
     let buffer = LocalDirectory::new(dir.join("buffer"));
     let mut seen = Vec::new();
     for w in 0..WINDOWS {

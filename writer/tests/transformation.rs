@@ -23,9 +23,11 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+#[path = "common/recorded_run.rs"]
+mod recorded_run;
+use recorded_run::recorded_run;
 use revrepl_metadata::{
-    CreatedWindows, MetadataStore, MissingTables, ProcessProgress, ProcessStatus, RunId, RunRecord,
-    SqliteMetadataStore, SqliteOptions,
+    CreatedWindows, MetadataStore, ProcessProgress, ProcessStatus, RunId, SqliteMetadataStore,
 };
 use revrepl_record::buffer::LocalDirectory;
 use revrepl_record::{
@@ -225,25 +227,17 @@ impl Setup {
         let shards = json!([{"logicalShardId": SHARD, "host": "127.0.0.1",
             "port": server.port(), "user": "root", "password": "", "dbName": database}]);
         std::fs::write(dir.path().join("shards.json"), shards.to_string()).expect("shards");
-        let metadata =
-            SqliteMetadataStore::open(dir.path().join("meta.db"), SqliteOptions::default())
-                .await
-                .expect("sqlite");
-        metadata
-            .ensure_tables(MissingTables::Create)
-            .await
-            .expect("tables");
         let run_id = RunId::new(RUN).expect("run id");
         let start = Timestamp::new(START, 0).expect("ts");
-        metadata
-            .record_run(&RunRecord::new(run_id.clone(), start, window_duration()).expect("run"))
-            .await
-            .expect("record run");
         let shard = ShardId::new(SHARD).expect("id");
-        metadata
-            .register_shards(&run_id, std::slice::from_ref(&shard), start)
-            .await
-            .expect("register");
+        let metadata = recorded_run(
+            &dir.path().join("meta.db"),
+            &run_id,
+            start,
+            window_duration(),
+            std::slice::from_ref(&shard),
+        )
+        .await;
         let buffer = LocalDirectory::new(dir.path().join("buffer"));
         let mut seen = Vec::new();
         let mut last_window = 0;

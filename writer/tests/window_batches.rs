@@ -32,15 +32,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
-use revrepl_metadata::{
-    CreatedWindows, MetadataStore, MissingTables, ProcessStatus, RunId, RunRecord,
-    SqliteMetadataStore, SqliteOptions,
-};
+use revrepl_metadata::{CreatedWindows, MetadataStore, ProcessStatus, RunId};
 use revrepl_record::buffer::LocalDirectory;
 use revrepl_record::{
     Backoff, BufferStore, ChangeRecord, Destination, Mod, ModType, ShardId, Timestamp, Window,
@@ -57,6 +54,10 @@ use revrepl_writer::{
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+
+#[path = "common/recorded_run.rs"]
+mod recorded_run;
+use recorded_run::{fresh_database, recorded_run};
 
 const SHARD: &str = "s0";
 const RUN: &str = "window-batches";
@@ -336,44 +337,22 @@ async fn mysql_state(conn: &mut Conn) -> State {
 async fn run_seed(server: &MariaDb, seed: u64, stats: &mut Stats) -> Result<(), String> {
     let made = Seed::generate(seed);
     let fail = |what: String| Err(format!("seed {seed}: {what}\n{}", made.describe()));
-    let database = format!("window_batches_{seed}");
-    let mut admin = Conn::from_url(server.url()).await.expect("connect");
-    admin
-        .query_drop(format!("DROP DATABASE IF EXISTS `{database}`"))
-        .await
-        .expect("drop");
-    admin
-        .query_drop(format!("CREATE DATABASE `{database}`"))
-        .await
-        .expect("create");
-    admin
-        .query_drop(format!("USE `{database}`"))
-        .await
-        .expect("use");
-    for ddl in SCHEMA {
-        admin.query_drop(ddl).await.expect("schema");
-    }
-    let opts = Opts::from_url(&format!("{}/{database}", server.url())).expect("url");
-
+    let (mut admin, opts) =
+        fresh_database(&server.url(), &format!("window_batches_{seed}"), &SCHEMA)
+            .await
+            .expect("schema");
     let dir = tempfile::tempdir().expect("temp dir");
     let buffer = Arc::new(LocalDirectory::new(dir.path().join("buffer")));
-    let store = SqliteMetadataStore::open(dir.path().join("meta.db"), SqliteOptions::default())
-        .await
-        .expect("sqlite");
-    store
-        .ensure_tables(MissingTables::Create)
-        .await
-        .expect("tables");
     let run_id = RunId::new(RUN).expect("run id");
     let start = Timestamp::new(START, 0).expect("start");
-    store
-        .record_run(&RunRecord::new(run_id.clone(), start, duration()).expect("run"))
-        .await
-        .expect("record run");
-    store
-        .register_shards(&run_id, &[shard()], start)
-        .await
-        .expect("register");
+    let store = recorded_run(
+        &dir.path().join("meta.db"),
+        &run_id,
+        start,
+        duration(),
+        &[shard()],
+    )
+    .await;
     let metadata: Arc<dyn MetadataStore> = Arc::new(store);
     for (w, bytes) in &made.files {
         let path = WindowFileName::new(Destination::Shard(shard()), window(*w)).path();

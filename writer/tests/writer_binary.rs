@@ -17,9 +17,11 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+#[path = "common/recorded_run.rs"]
+mod recorded_run;
+use recorded_run::recorded_run;
 use revrepl_metadata::{
-    CreatedWindows, MetadataStore, MissingTables, ProcessProgress, ProcessStatus, RunId, RunRecord,
-    SqliteMetadataStore, SqliteOptions,
+    CreatedWindows, MetadataStore, ProcessProgress, ProcessStatus, RunId, SqliteMetadataStore,
 };
 use revrepl_record::buffer::LocalDirectory;
 use revrepl_record::{
@@ -187,27 +189,19 @@ impl Setup {
             json!(shard_entries).to_string(),
         )
         .expect("shards file");
-        let metadata =
-            SqliteMetadataStore::open(dir.path().join("meta.db"), SqliteOptions::default())
-                .await
-                .expect("sqlite");
-        metadata
-            .ensure_tables(MissingTables::Create)
-            .await
-            .expect("tables");
         let run_id = RunId::new(RUN).expect("run id");
         let start = Timestamp::new(START, 0).expect("ts");
-        metadata
-            .record_run(&RunRecord::new(run_id.clone(), start, window_duration()).expect("run"))
-            .await
-            .expect("record run");
         let ids: Vec<ShardId> = (0..shards)
             .map(|i| ShardId::new(format!("s{i}")).expect("id"))
             .collect();
-        metadata
-            .register_shards(&run_id, &ids, start)
-            .await
-            .expect("register");
+        let metadata = recorded_run(
+            &dir.path().join("meta.db"),
+            &run_id,
+            start,
+            window_duration(),
+            &ids,
+        )
+        .await;
         let buffer = LocalDirectory::new(dir.path().join("buffer"));
         let mut expected = BTreeMap::new();
         let mut seen = Vec::new();
