@@ -309,10 +309,18 @@ impl fmt::Display for BatchWindows {
 /// What [`WindowBatcher::take`] hands on, in the order it must be applied and recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assembled {
-    /// Whole transactions, in commit order, from one or more consecutive windows.
-    Batch(BatchWindows, Vec<SpannerTransaction>),
-    /// Every transaction of this window was in the batches handed on before: once they are
-    /// applied, the window is.
+    /// Whole transactions, in commit order, from one or more consecutive windows; `ends`: the
+    /// windows whose last transaction is in it (applied once it is).
+    Batch {
+        /// Which window each transaction is from.
+        windows: BatchWindows,
+        /// The transactions.
+        transactions: Vec<SpannerTransaction>,
+        /// The windows this batch completes, in order.
+        ends: Vec<Window>,
+    },
+    /// A window with no transaction left to hand on (it had none, or they all went in the
+    /// batches handed on before): applied once they are.
     End(Window),
 }
 
@@ -320,7 +328,7 @@ pub enum Assembled {
 /// a batch taking in the following windows' transactions while it stays within the limits.
 ///
 /// Windows are pushed in order; [`WindowBatcher::take`] hands on the batches that are complete
-/// and, after each, the windows it completed. It holds back the last batch, which the next
+/// with the windows each completes. It holds back the last batch, which the next
 /// window may still fill, unless told to flush (no next window is ready yet, or enough windows
 /// are held).
 #[derive(Debug)]
@@ -355,16 +363,19 @@ impl WindowBatcher {
         self.windows.len()
     }
 
-    /// The complete batches, each followed by the windows it completed; with `flush`,
-    /// everything held. Without it, the last batch stays held: the next window may fill it.
+    /// The complete batches, each with the windows it completes; with `flush`, everything
+    /// held. Without it, the last batch stays held: the next window may fill it.
     pub fn take(&mut self, flush: bool) -> Vec<Assembled> {
         let mut sizes: Vec<usize> = batches(&self.held, self.limits).map(<[_]>::len).collect();
         if !flush {
             sizes.pop();
         }
-        let mut out = Vec::new();
         // Windows with nothing held before the first batch (empty windows) end at once.
-        self.end_empty_windows(&mut out);
+        let mut out: Vec<Assembled> = self
+            .end_empty_windows()
+            .into_iter()
+            .map(Assembled::End)
+            .collect();
         for size in sizes {
             let transactions: Vec<SpannerTransaction> = self.held.drain(..size).collect();
             let mut windows = BatchWindows::default();
@@ -378,18 +389,24 @@ impl WindowBatcher {
                 *count -= taken;
                 left -= taken;
             }
-            out.push(Assembled::Batch(windows, transactions));
-            self.end_empty_windows(&mut out);
+            let ends = self.end_empty_windows();
+            out.push(Assembled::Batch {
+                windows,
+                transactions,
+                ends,
+            });
         }
         out
     }
 
-    /// Ends the leading windows of which nothing is held.
-    fn end_empty_windows(&mut self, out: &mut Vec<Assembled>) {
+    /// Removes and returns the leading windows of which nothing is held.
+    fn end_empty_windows(&mut self) -> Vec<Window> {
+        let mut ended = Vec::new();
         while let Some(&(window, 0)) = self.windows.front() {
             self.windows.pop_front();
-            out.push(Assembled::End(window));
+            ended.push(window);
         }
+        ended
     }
 }
 
@@ -609,8 +626,12 @@ mod tests {
             let mut ended = Vec::new();
             let mut previous_batch_end: Option<Timestamp> = None;
             for item in &out {
-                match item {
-                    Assembled::Batch(parts, transactions) => {
+                let ends = match item {
+                    Assembled::Batch {
+                        windows: parts,
+                        transactions,
+                        ends,
+                    } => {
                         assert!(!transactions.is_empty(), "{context}: an empty batch");
                         assert_eq!(parts.transactions(), transactions.len(), "{context}");
                         for (i, transaction) in transactions.iter().enumerate() {
@@ -646,14 +667,16 @@ mod tests {
                             "{context}: a batch of an ended window"
                         );
                         handed += transactions.len();
+                        ends.clone()
                     }
-                    Assembled::End(window) => {
-                        assert!(
-                            all[handed..].iter().all(|(w, _)| w != window),
-                            "{context}: window {window} ended before all its transactions"
-                        );
-                        ended.push(*window);
-                    }
+                    Assembled::End(window) => vec![*window],
+                };
+                for window in &ends {
+                    assert!(
+                        all[handed..].iter().all(|(w, _)| w != window),
+                        "{context}: window {window} ended before all its transactions"
+                    );
+                    ended.push(*window);
                 }
             }
             assert_eq!(handed, all.len(), "{context}: transactions lost");

@@ -19,7 +19,6 @@
 //!   and goes on; nothing else is ever set aside. Transient errors are retried forever with
 //!   jittered backoff (capped, see `app::RETRY`).
 //!
-//!
 //! Batches across windows: when several windows are ready at once (the writer is behind, or
 //! windows are short), a batch takes in the following windows' transactions while it stays
 //! within the batch limits ([`WindowBatcher`], at most [`WINDOWS_PER_BATCH`] windows), so 1 s
@@ -112,8 +111,8 @@ enum Step {
     Stop(ShardOutcome),
 }
 
-/// What the preparing side hands to the applying side: batches, each followed by the windows
-/// it completed (`End`); or why a window cannot be applied.
+/// What the preparing side hands to the applying side: batches, each with the windows it
+/// completes; windows completed without one (`End`); or why a window cannot be applied.
 enum Prepared {
     /// A batch from `windows` (owned, so each batch's memory goes once it is applied), planned
     /// ahead unless planning failed (the applier then plans it again and meets the error where
@@ -760,20 +759,18 @@ async fn send_assembled(
     assembled: Vec<Assembled>,
     sender: &tokio::sync::mpsc::Sender<Prepared>,
 ) -> bool {
-    let mut items = assembled.into_iter().peekable();
-    while let Some(item) = items.next() {
+    for item in assembled {
         let prepared = match item {
             Assembled::End(window) => Prepared::End(window),
-            Assembled::Batch(windows, batch) => {
-                let mut ends = Vec::new();
-                while let Some(Assembled::End(window)) = items.peek() {
-                    ends.push(*window);
-                    items.next();
-                }
+            Assembled::Batch {
+                windows,
+                transactions,
+                ends,
+            } => {
                 let planner = planner.clone();
                 let planned = tokio::task::spawn_blocking(move || {
-                    let planned = planner.plan(&batch).ok();
-                    (batch, planned)
+                    let planned = planner.plan(&transactions).ok();
+                    (transactions, planned)
                 })
                 .await;
                 let (transactions, planned) = match planned {
